@@ -1,0 +1,46 @@
+"""Defaults shared by every config; each config file overrides what its experiment needs."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.mode = "sync"  # sync | sim | async
+    c.dataset = "digits"
+    c.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.model = "small_cnn"
+    c.augment = False  # random crop + flip (natural-image datasets only)
+    c.batch_size = 32
+    c.steps = 1000  # minibatch gradients computed (= updates in sync mode)
+    c.optimizer = "momentum"
+    c.learning_rate = 0.05
+    c.momentum = 0.9
+    c.weight_decay = 0.0
+    c.lr_schedule = "constant"  # constant | cosine (decays to 0 over the run's updates)
+    c.seed = 0
+    c.log_every = 50
+    c.eval_every = 250
+    c.checkpoint_every = 500
+    # Asynchrony (mode=sim and mode=async).
+    c.num_workers = 1
+    c.protocol = "async"  # async | softsync | sync
+    c.softsync_n = 1  # n-softsync: the server applies every floor(num_workers / n) arrivals
+    c.rule = "none"  # none | staleness_lr | dc_asgd | dc_asgd_adaptive | delay_adaptive
+    c.rule_lambda = 0.04  # DC-ASGD variance-control lambda (lambda0 for the adaptive form)
+    c.n_fetch = 1  # Downpour: fetch server parameters every n_fetch local steps
+    c.n_push = 1  # Downpour: push the accumulated gradient every n_push local steps
+    c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
+    c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
+    c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
+    c.wave_size = 0  # simulator: gradients computed together per wave; 0 = num_workers
+    c.delay = ml_collections.ConfigDict()
+    c.delay.kind = "exponential"  # constant | uniform | exponential | lognormal | uniform_staleness
+    c.delay.mean = 1.0  # mean step time (virtual seconds) of a speed-1 worker
+    c.delay.spread = 0.5  # uniform: half-width / mean; lognormal: sigma
+    c.delay.speeds = ""  # comma-separated relative step times per worker, e.g. "1,1,3"; "" = all 1
+    c.delay.straggler_prob = 0.0  # probability that a step is slowed down ...
+    c.delay.straggler_factor = 1.0  # ... by this factor
+    c.delay.staleness_bound = 0  # uniform_staleness (Dai et al.): tau uniform on {0..bound}
+    return c

@@ -1,0 +1,100 @@
+"""Compute-time models for simulated workers: how long each worker's step s takes, in virtual seconds.
+
+A `DelayModel` is pure data; `StepTimes(model, key, K)` draws step times deterministically from a PRNG key,
+block by block (fold_in(key, worker, block)), so any (worker, step) is reproducible without drawing the
+whole run. The schedule generator (asgdjax.sim.schedule) turns step times into arrival order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from asgdjax.errors import ConfigError
+
+KINDS = ("constant", "uniform", "exponential", "lognormal", "uniform_staleness")
+BLOCK = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class DelayModel:
+    """Per-step compute time = mean * speed[worker] * noise(kind) * (factor if straggling)."""
+
+    kind: str = "exponential"
+    mean: float = 1.0
+    spread: float = 0.5  # uniform: half-width relative to the mean; lognormal: sigma of log time
+    speeds: tuple[float, ...] = ()  # relative step time per worker; missing entries are 1
+    straggler_prob: float = 0.0
+    straggler_factor: float = 1.0
+    staleness_bound: int = 0  # uniform_staleness (Dai et al. 2019): tau uniform on {0..bound}
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown delay.kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if not (math.isfinite(self.mean) and self.mean > 0):
+            raise ConfigError(f"delay.mean={self.mean!r} is not allowed; use a finite number > 0")
+        if self.kind == "uniform" and not 0 <= self.spread < 1:
+            raise ConfigError(f"delay.spread={self.spread!r} is not allowed for uniform; use [0, 1)")
+        if self.kind == "lognormal" and not self.spread >= 0:
+            raise ConfigError(f"delay.spread={self.spread!r} is not allowed for lognormal; use >= 0")
+        if any(not (math.isfinite(s) and s > 0) for s in self.speeds):
+            raise ConfigError(f"delay.speeds={self.speeds!r} is not allowed; use positive numbers")
+        if not 0 <= self.straggler_prob <= 1:
+            raise ConfigError(f"delay.straggler_prob={self.straggler_prob!r} is not allowed; use [0, 1]")
+        if not self.straggler_factor >= 1:
+            raise ConfigError(f"delay.straggler_factor={self.straggler_factor!r} is not allowed; use >= 1")
+        if self.staleness_bound < 0:
+            raise ConfigError(f"delay.staleness_bound={self.staleness_bound!r} is not allowed; use >= 0")
+
+    def speed(self, worker: int) -> float:
+        return self.speeds[worker] if worker < len(self.speeds) else 1.0
+
+    @classmethod
+    def from_config(cls, c) -> DelayModel:
+        speeds = tuple(float(s) for s in str(c.speeds).split(",") if s.strip()) if c.speeds else ()
+        return cls(
+            kind=c.kind,
+            mean=float(c.mean),
+            spread=float(c.spread),
+            speeds=speeds,
+            straggler_prob=float(c.straggler_prob),
+            straggler_factor=float(c.straggler_factor),
+            staleness_bound=int(c.staleness_bound),
+        )
+
+
+class StepTimes:
+    """Deterministic step times: `time(worker, step)` for any worker and step, drawn lazily in blocks."""
+
+    def __init__(self, model: DelayModel, key: jax.Array, num_workers: int):
+        self.model, self.key, self.num_workers = model, key, num_workers
+        self._blocks: dict[tuple[int, int], np.ndarray] = {}
+
+    def time(self, worker: int, step: int) -> float:
+        block, j = divmod(step, BLOCK)
+        arr = self._blocks.get((worker, block))
+        if arr is None:
+            arr = self._draw(worker, block)
+            self._blocks[(worker, block)] = arr
+        return float(arr[j])
+
+    def _draw(self, worker: int, block: int) -> np.ndarray:
+        m = self.model
+        k_noise, k_strag = jax.random.split(jax.random.fold_in(jax.random.fold_in(self.key, worker), block))
+        base = m.mean * m.speed(worker)
+        if m.kind == "constant" or m.kind == "uniform_staleness":
+            noise = np.ones(BLOCK)
+        elif m.kind == "uniform":
+            noise = 1.0 + m.spread * np.asarray(jax.random.uniform(k_noise, (BLOCK,), minval=-1.0, maxval=1.0))
+        elif m.kind == "exponential":
+            noise = np.asarray(jax.random.exponential(k_noise, (BLOCK,)))
+        else:  # lognormal with mean 1
+            noise = np.exp(m.spread * np.asarray(jax.random.normal(k_noise, (BLOCK,))) - 0.5 * m.spread**2)
+        times = base * noise.astype(np.float64)
+        if m.straggler_prob > 0:
+            slow = np.asarray(jax.random.bernoulli(k_strag, m.straggler_prob, (BLOCK,)))
+            times = np.where(slow, times * m.straggler_factor, times)
+        return np.maximum(times, 1e-12)

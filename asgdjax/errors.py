@@ -1,0 +1,5 @@
+"""The one exception a user sees for bad input: printed as one line, exit status 2, no traceback."""
+
+
+class ConfigError(ValueError):
+    """A config value, dataset or workdir that cannot be used; the message names it and what is allowed."""

@@ -1,0 +1,63 @@
+"""Flax CNNs behind one small interface: `get_model(name, num_classes)` -> `Classifier` (pure functions)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from asgdjax.errors import ConfigError
+from asgdjax.models.alexnet import AlexNet
+from asgdjax.models.cnn import SmallCNN
+from asgdjax.models.cuda_convnet import layers_18pct, layers_80sec
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "small_cnn": lambda n: SmallCNN(num_classes=n),
+    "cifar_18pct": layers_18pct,
+    "cifar_80sec": layers_80sec,
+    "alexnet": lambda n: AlexNet(num_classes=n),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A Flax module with pure init / logits / loss functions over plain parameter pytrees."""
+
+    module: nn.Module
+    input_shape: tuple[int, int, int]
+
+    def init(self, key: jax.Array) -> dict:
+        """Unboxed float32 parameters (logical partition names stay available via `partition_specs`)."""
+        x = jnp.zeros((1, *self.input_shape), jnp.float32)
+        return nn.meta.unbox(self.module.init({"params": key}, x)["params"])
+
+    def partition_specs(self, key: jax.Array | None = None) -> dict:
+        """Logical PartitionSpecs per parameter, from the annotations (computed abstractly, no FLOPs)."""
+        key = jax.random.key(0) if key is None else key
+        x = jnp.zeros((1, *self.input_shape), jnp.float32)
+        boxed = jax.eval_shape(lambda k: self.module.init({"params": k}, x), key)["params"]
+        return nn.get_partition_spec(boxed)
+
+    def logits(self, params: dict, images: jax.Array, train: bool = False, key=None) -> jax.Array:
+        rngs = {"dropout": key} if (train and key is not None) else {}
+        return self.module.apply({"params": params}, images, train=train, rngs=rngs)
+
+    def loss(self, params: dict, images: jax.Array, labels: jax.Array, key=None) -> jax.Array:
+        """Mean softmax cross-entropy on a training batch."""
+        logits = self.logits(params, images, train=True, key=key)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def get_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> Classifier:
+    """Build the named model; an unknown name raises ConfigError listing the known ones."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
+    return Classifier(MODELS[name](num_classes), tuple(input_shape))
+
+
+def param_count(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

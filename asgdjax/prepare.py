@@ -1,0 +1,38 @@
+"""`asgdjax-prepare`: build a dataset's TFDS array_record files, offline from a local .npz if need be.
+
+asgdjax-prepare --dataset=mnist --npz=../shared/data/mnist.npz
+asgdjax-prepare --dataset=cifar10 --npz=../shared/data/cifar10_jpeg_q75.npz
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("dataset", "digits", "Dataset to prepare: digits, mnist or cifar10.")
+flags.DEFINE_string("npz", None, "Local .npz with x_train/y_train/x_test/y_test (mnist, cifar10).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+
+
+def main(argv) -> None:
+    from asgdjax.data import load_dataset, prepare
+    from asgdjax.errors import ConfigError
+
+    del argv
+    f = flags.FLAGS
+    try:
+        path = prepare(f.dataset, f.data_dir, f.npz)
+        d = load_dataset(f.dataset, f.data_dir)
+    except ConfigError as e:
+        print(f"asgdjax-prepare: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{f.dataset}: {d.num_train} train / {len(d.test_labels)} test examples in {path}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,87 @@
+"""Config -> simulator pieces (delay model, schedule, server factory), and validation of the async keys."""
+
+from __future__ import annotations
+
+import jax
+
+from asgdjax.delays import DelayModel
+from asgdjax.errors import ConfigError
+from asgdjax.optim import make_optimizer
+from asgdjax.rules import RULES, make_rule
+from asgdjax.server import Server
+from asgdjax.sim.schedule import PROTOCOLS, make_schedule
+from asgdjax.sim.trace import Trace
+
+
+def validate_async(config) -> None:
+    """Check the asynchrony keys (mode=sim/async); raises ConfigError naming the first bad value."""
+    if config.protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {config.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    if config.rule not in RULES:
+        raise ConfigError(f"unknown rule {config.rule!r}; allowed: {', '.join(RULES)}")
+    for key in ("n_fetch", "n_push", "softsync_n"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"{key}={config[key]!r} is not allowed; use a positive integer")
+    if not isinstance(config.max_staleness, int) or config.max_staleness < -1:
+        raise ConfigError(f"max_staleness={config.max_staleness!r} is not allowed; use -1 (unbounded) or >= 0")
+    if not isinstance(config.warm_start_steps, int) or config.warm_start_steps < 0:
+        raise ConfigError(f"warm_start_steps={config.warm_start_steps!r} is not allowed; use an integer >= 0")
+    if not isinstance(config.wave_size, int) or config.wave_size < 0:
+        raise ConfigError(f"wave_size={config.wave_size!r} is not allowed; use 0 (= num_workers) or a positive int")
+    if config.protocol == "softsync" and config.softsync_n > config.num_workers:
+        raise ConfigError(
+            f"softsync_n={config.softsync_n} is not allowed with num_workers={config.num_workers}; use 1..num_workers"
+        )
+    if config.protocol == "softsync" and config.max_staleness >= 0:
+        raise ConfigError("max_staleness is not allowed with protocol='softsync'; use -1 or protocol='async'")
+    delays = DelayModel.from_config(config.delay)
+    if delays.kind == "uniform_staleness" and (config.n_fetch > 1 or config.n_push > 1):
+        raise ConfigError("delay.kind='uniform_staleness' is not allowed with n_fetch or n_push > 1; use 1")
+
+
+def schedule_from_config(config) -> Trace:
+    """The run's schedule, a pure function of the config (same config, same trace)."""
+    return make_schedule(
+        jax.random.key(config.seed + 2),
+        config.num_workers,
+        config.steps,
+        DelayModel.from_config(config.delay),
+        protocol=config.protocol,
+        softsync_n=config.softsync_n,
+        max_staleness=config.max_staleness,
+        n_fetch=config.n_fetch,
+        n_push=config.n_push,
+        warm_start_steps=config.warm_start_steps,
+    )
+
+
+def group_size(config) -> int:
+    """Most gradients one server update can take under this protocol."""
+    if config.protocol == "softsync":
+        return max(1, config.num_workers // config.softsync_n)
+    if config.protocol == "sync" or config.max_staleness >= 0:
+        return config.num_workers
+    return 1
+
+
+def server_factory(config, total_updates: int):
+    """hparams -> Server: the rule and optimizer of this config, learning rate taken from hparams."""
+
+    def make(hparams: dict) -> Server:
+        rule = make_rule(config.rule, config.num_workers, config.rule_lambda)
+        opt = make_optimizer(
+            config.optimizer,
+            hparams["learning_rate"],
+            config.momentum,
+            config.weight_decay,
+            config.lr_schedule,
+            total_updates,
+        )
+        return Server(rule, opt)
+
+    return make
+
+
+def hparams_from_config(config) -> dict:
+    llr = config.local_learning_rate if config.local_learning_rate >= 0 else config.learning_rate
+    return {"learning_rate": float(config.learning_rate), "local_learning_rate": float(llr)}

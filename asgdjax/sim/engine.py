@@ -1,0 +1,218 @@
+"""The compiled replay of a trace: (initial state, trace, data, rule) -> final state, deterministically.
+
+State: the server (params, optimizer and rule state, version), every worker's local copy (the snapshot
+it read, plus Downpour's local updates), its accumulated gradient and read version, and the server's
+pending group. One jitted `wave_step` computes a wave's gradients together (vmap over slots), then
+performs the wave's server operations in trace order (a scan over slots): push, apply (the shared
+`Server.apply`), fetch. A Python loop over waves drives it on CPU, where XLA compiles convolution
+gradients inside while-loops slowly; `sweep` vmaps the same step over configurations.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from asgdjax.data import WorkerStream
+from asgdjax.server import Server, ServerState
+from asgdjax.sim.trace import Trace
+from asgdjax.sim.waves import partition_waves, wave_arrays
+from asgdjax.train.task import Task, batch_key
+
+
+class SimState(NamedTuple):
+    server: ServerState
+    local: optax.Params  # (K, ...) each worker's working copy
+    snap: optax.Params  # (K, ...) the copy as fetched (DC-ASGD's w_read) when local steps change `local`
+    acc: optax.Params  # (K, ...) gradient accumulated since the last push (n_push > 1), else {}
+    read_version: jax.Array  # int32[K]
+    pend_grads: optax.Params  # (G, ...) pushed gradients of the current group
+    pend_worker: jax.Array  # int32[G]
+    pend_read: jax.Array  # int32[G]
+    pend_fetch: jax.Array  # bool[G]
+    pend_count: jax.Array  # int32
+
+
+class Simulator:
+    """Replays traces of `num_workers` workers; `make_server(hparams) -> Server` is shared with the runtime.
+
+    local_updates: Downpour clients apply each gradient to their local copy with plain SGD at
+    hparams['local_learning_rate'] (needed when n_fetch > 1 or n_push > 1).
+    group_size: the largest group the server may apply at once (1 for plain A-SGD).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        make_server: Callable[[dict], Server],
+        num_workers: int,
+        group_size: int = 1,
+        local_updates: bool = False,
+        wave_size: int = 0,
+        grad_batching: str = "vmap",
+    ):
+        self.task, self.make_server, self.K = task, make_server, num_workers
+        self.G, self.local_updates = group_size, local_updates
+        self.W = wave_size or num_workers
+        if grad_batching not in ("vmap", "unroll"):
+            raise ValueError(f"grad_batching {grad_batching!r}; allowed: vmap, unroll")
+        self.grad_batching = grad_batching
+        self.wave_step = jax.jit(self._wave_step, donate_argnums=0)
+
+    # ----------------------------------------------------------------------------------------------- state
+    def init(self, params, hparams: dict) -> SimState:
+        """Every worker starts from `params` (version 0); `params` is copied, never donated."""
+        server = self.make_server(hparams).init(jax.tree.map(jnp.array, params))
+        stack = lambda n: jax.tree.map(lambda p: jnp.broadcast_to(p, (n, *p.shape)).copy(), params)
+        zeros = lambda n: jax.tree.map(lambda p: jnp.zeros((n, *p.shape), p.dtype), params)
+        return SimState(
+            server=server,
+            local=stack(self.K),
+            snap=stack(self.K) if self.local_updates else {},
+            acc=zeros(self.K) if self.local_updates else {},
+            read_version=jnp.zeros((self.K,), jnp.int32),
+            pend_grads=zeros(self.G),
+            pend_worker=jnp.zeros((self.G,), jnp.int32),
+            pend_read=jnp.zeros((self.G,), jnp.int32),
+            pend_fetch=jnp.zeros((self.G,), bool),
+            pend_count=jnp.zeros((), jnp.int32),
+        )
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(
+        self,
+        state: SimState,
+        trace: Trace,
+        data: dict,
+        hparams: dict,
+        streams: list[WorkerStream],
+        data_key: jax.Array,
+        start_event: int = 0,
+        callback: Callable[[int, SimState, jax.Array], None] | None = None,
+    ) -> SimState:
+        """Replay events [start_event, len(trace)); `callback(events_done, state, losses)` after each wave.
+
+        start_event must be a wave boundary (as checkpoints are), so a resumed replay is bit-identical.
+        """
+        bounds = partition_waves(trace, self.W)
+        if start_event not in set(bounds.tolist()):
+            raise ValueError(f"start_event {start_event} is not a wave boundary")
+        hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if b <= start_event:
+                continue
+            wave = wave_arrays(trace, int(a), int(b), self.W, batch_indices(trace, streams, int(a), int(b)))
+            state, losses = self.wave_step(state, data, wave, hparams, data_key)
+            if callback is not None:
+                callback(int(b), state, losses)
+        return state
+
+    # ---------------------------------------------------------------------------------------- wave (jit)
+    def _wave_step(self, state: SimState, data: dict, wave: dict, hparams: dict, data_key):
+        server = self.make_server(hparams)
+        keys = jax.vmap(lambda w, s: batch_key(data_key, w, s))(wave["worker"], wave["step"])
+        slot_params = jax.tree.map(lambda x: x[wave["worker"]], state.local)
+        grad = lambda p, idx, k: self.task.grad(p, data, idx, k)
+        if self.grad_batching == "vmap":
+            losses, grads = jax.vmap(grad)(slot_params, wave["indices"], keys)
+        else:
+            outs = [grad(jax.tree.map(lambda x: x[j], slot_params), wave["indices"][j], keys[j]) for j in range(self.W)]
+            losses = jnp.stack([o[0] for o in outs])
+            grads = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[1] for o in outs])
+        compute = wave["valid"] & (wave["step"] >= 0)
+
+        def body(st: SimState, slot):
+            ev, g = slot
+            return self._event(server, st, ev, g, hparams), None
+
+        events = {k: wave[k] for k in ("worker", "push", "apply", "fetch")} | {"compute": compute}
+        state, _ = jax.lax.scan(body, state, (events, grads))
+        return state, jnp.where(compute, losses, jnp.nan)
+
+    def _event(self, server: Server, st: SimState, ev: dict, g, hparams: dict) -> SimState:
+        """One trace event: local step -> push -> apply -> fetch, each masked by its flag."""
+        w = ev["worker"]
+        get = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+        put = lambda tree, i, val, on: jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, val)
+
+        # Local step (Downpour): apply the gradient to the local copy, accumulate it for the next push.
+        if self.local_updates:
+            llr = hparams["local_learning_rate"]
+            new_local = jax.tree.map(lambda p, d: p - llr * d, get(st.local, w), g)
+            new_acc = jax.tree.map(jnp.add, get(st.acc, w), g)
+            st = st._replace(local=put(st.local, w, new_local, ev["compute"]))
+            st = st._replace(acc=put(st.acc, w, new_acc, ev["compute"]))
+            pushed = get(st.acc, w)
+        else:
+            pushed = g
+
+        # Push: the gradient joins the server's pending group.
+        push = ev["push"]
+        slot = st.pend_count
+        st = st._replace(
+            pend_grads=put(st.pend_grads, slot, pushed, push),
+            pend_worker=st.pend_worker.at[slot].set(jnp.where(push, w, st.pend_worker[slot])),
+            pend_read=st.pend_read.at[slot].set(jnp.where(push, st.read_version[w], st.pend_read[slot])),
+            pend_fetch=st.pend_fetch.at[slot].set(jnp.where(push, ev["fetch"] == 2, st.pend_fetch[slot])),
+            pend_count=st.pend_count + push.astype(jnp.int32),
+        )
+        if self.local_updates:
+            st = st._replace(acc=put(st.acc, w, jax.tree.map(jnp.zeros_like, pushed), push))
+
+        # Apply: the shared server update over the pending group, then fetches of waiting members.
+        st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
+
+        # Fetch now.
+        fetch_now = ev["fetch"] == 1
+        params = st.server.params
+        st = st._replace(
+            local=put(st.local, w, params, fetch_now),
+            read_version=st.read_version.at[w].set(jnp.where(fetch_now, st.server.version, st.read_version[w])),
+        )
+        if self.local_updates:
+            st = st._replace(snap=put(st.snap, w, params, fetch_now))
+        return st
+
+    def _apply(self, server: Server, st: SimState) -> SimState:
+        read_params = jax.tree.map(lambda x: x[st.pend_worker], st.snap if self.local_updates else st.local)
+        new_server = server.apply(st.server, st.pend_grads, st.pend_read, st.pend_worker, read_params, st.pend_count)
+        params = new_server.params
+
+        def fetch_member(j, s: SimState) -> SimState:
+            on = (j < s.pend_count) & s.pend_fetch[j]
+            w = s.pend_worker[j]
+            put = lambda tree: jax.tree.map(lambda x, v: x.at[w].set(jnp.where(on, v, x[w])), tree, params)
+            s = s._replace(
+                local=put(s.local),
+                read_version=s.read_version.at[w].set(jnp.where(on, new_server.version, s.read_version[w])),
+            )
+            return s._replace(snap=put(s.snap)) if self.local_updates else s
+
+        st = st._replace(server=new_server)
+        st = jax.lax.fori_loop(0, self.G, fetch_member, st) if self.G > 1 else fetch_member(0, st)
+        return st._replace(pend_count=jnp.zeros((), jnp.int32))
+
+
+def _index(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def batch_indices(trace: Trace, streams: list[WorkerStream], start: int, stop: int) -> np.ndarray:
+    """Example indices of events [start, stop): worker w's step s batch (fetch-only events get zeros)."""
+    batch = streams[0].batch_size
+    out = np.zeros((stop - start, batch), np.int32)
+    for i, e in enumerate(range(start, stop)):
+        s = int(trace.step[e])
+        if s >= 0:
+            out[i] = streams[int(trace.worker[e])].batch(s)
+    return out
+
+
+def make_streams(num_examples: int, batch_size: int, seed: int, num_workers: int) -> list[WorkerStream]:
+    return [WorkerStream(num_examples, batch_size, seed, w, num_workers) for w in range(num_workers)]

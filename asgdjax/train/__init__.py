@@ -1,0 +1,5 @@
+"""The trainer: `train(config, workdir)` runs any mode and writes metrics, summary and checkpoints."""
+
+from asgdjax.train.run import train
+
+__all__ = ["train"]

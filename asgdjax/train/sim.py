@@ -1,0 +1,81 @@
+"""mode=sim: generate the schedule from the delay model, replay it in the compiled simulator."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from asgdjax.sim.config import group_size, hparams_from_config, schedule_from_config, server_factory
+from asgdjax.sim.engine import Simulator, make_streams
+from asgdjax.sim.waves import partition_waves
+from asgdjax.train.loop import RunContext, crossed, log_and_eval
+
+
+def run_sim(ctx: RunContext) -> dict:
+    """Simulate config.num_workers asynchronous workers for config.steps gradients (resumable)."""
+    config = ctx.config
+    trace = schedule_from_config(config)
+    trace.save(os.path.join(ctx.workdir, "trace.npz"))
+    local_updates = config.n_fetch > 1 or config.n_push > 1
+    sim = Simulator(
+        ctx.task,
+        server_factory(config, trace.num_updates),
+        config.num_workers,
+        group_size=group_size(config),
+        local_updates=local_updates,
+        wave_size=config.wave_size,
+    )
+    hparams = hparams_from_config(config)
+    state = sim.init(ctx.task.model.init(jax.random.key(config.seed)), hparams)
+    restored = ctx.restore({"sim": state, "event": np.int64(0)})
+    state, start_event = restored["sim"], int(restored["event"])
+    grads_done = np.cumsum(trace.step >= 0)  # gradients computed after each event
+    bounds = partition_waves(trace, sim.W)
+    start = int(grads_done[start_event - 1]) if start_event else 0
+    bar = ctx.bar(config.steps, start)
+    losses: list = []
+    progress = {"grads": start, "event": start_event}
+
+    def on_wave(event: int, st, wave_losses) -> None:
+        prev, done = progress["grads"], int(grads_done[event - 1])
+        progress.update(grads=done, event=event)
+        losses.append(wave_losses)
+        bar.update(done - prev)
+        prefix = trace.slice(event)
+        stats = prefix.stats()
+        log_and_eval(
+            ctx,
+            done,
+            st.server.params,
+            losses,
+            prev=prev,
+            updates=int(st.server.version),
+            staleness_mean=stats["staleness_mean"],
+            staleness_max=stats["staleness_max"],
+            virtual_time=stats["virtual_time"],
+        )
+        if crossed(prev, done, config.checkpoint_every) or event == len(trace):
+            ctx.save(done, {"sim": st, "event": np.int64(event)})
+
+    streams = make_streams(ctx.dataset.num_train, config.batch_size, config.seed, config.num_workers)
+    state = sim.run(state, trace, ctx.data, hparams, streams, jax.random.key(config.seed + 1), start_event, on_wave)
+    bar.close()
+    stats = trace.stats()
+    return {
+        "params": state.server.params,
+        "updates": int(state.server.version),
+        "gradients": trace.num_gradients,
+        "summary": {
+            "num_workers": config.num_workers,
+            "protocol": config.protocol,
+            "rule": config.rule,
+            "staleness_mean": stats["staleness_mean"],
+            "staleness_max": stats["staleness_max"],
+            "staleness_hist": stats["staleness_hist"],
+            "virtual_time": stats["virtual_time"],
+            "waves": len(bounds) - 1,
+            "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
+        },
+    }

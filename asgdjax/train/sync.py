@@ -1,0 +1,45 @@
+"""mode=sync: plain minibatch training, one jitted step per batch (the baseline every mode is held to)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+
+from asgdjax.data import WorkerStream
+from asgdjax.train.loop import RunContext, log_and_eval
+from asgdjax.train.task import batch_key
+
+
+def make_sync_step(task, optimizer):
+    """jit(params, opt_state, data, indices, key) -> (params, opt_state, loss), donating the state."""
+
+    def step(params, opt_state, data, indices, key):
+        loss, grads = task.grad(params, data, indices, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def run_sync(ctx: RunContext) -> dict:
+    """Train for config.steps updates; resumes from the latest checkpoint in the workdir."""
+    config, task = ctx.config, ctx.task
+    stream = WorkerStream(ctx.dataset.num_train, config.batch_size, config.seed)
+    params = task.model.init(jax.random.key(config.seed))
+    opt_state = ctx.optimizer.init(params)
+    state = {"params": params, "opt_state": opt_state, "step": np.int64(0)}
+    state = ctx.restore(state)
+    params, opt_state, start = state["params"], state["opt_state"], int(state["step"])
+    step_fn = make_sync_step(task, ctx.optimizer)
+    data_key = jax.random.key(config.seed + 1)
+    losses = []
+    for step in ctx.progress(start, config.steps):
+        indices = stream.batch(step)
+        params, opt_state, loss = step_fn(params, opt_state, ctx.data, indices, batch_key(data_key, 0, step))
+        losses.append(loss)
+        done = step + 1
+        log_and_eval(ctx, done, params, losses)
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            ctx.save(done, {"params": params, "opt_state": opt_state, "step": np.int64(done)})
+    return {"params": params, "updates": config.steps, "gradients": config.steps}
