@@ -122,7 +122,7 @@ class Simulator:
         if self.grad_batching == "vmap":
             losses, grads = jax.vmap(grad)(slot_params, wave["indices"], keys)
         else:
-            outs = [grad(jax.tree.map(lambda x: x[j], slot_params), wave["indices"][j], keys[j]) for j in range(self.W)]
+            outs = [grad(_index(slot_params, j), wave["indices"][j], keys[j]) for j in range(self.W)]
             losses = jnp.stack([o[0] for o in outs])
             grads = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[1] for o in outs])
         compute = wave["valid"] & (wave["step"] >= 0)
