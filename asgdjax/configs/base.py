@@ -34,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
-    c.wave_size = 0  # simulator: gradients computed together per wave; 0 = num_workers
+    c.sim_strategy = "auto"  # simulator: sequential (CPU) | waves (GPU) | auto
+    c.sim_chunk = 0  # simulator: events per compiled call; 0 = 10 (sequential) or num_workers (waves)
     c.delay = ml_collections.ConfigDict()
     c.delay.kind = "exponential"  # constant | uniform | exponential | lognormal | uniform_staleness
     c.delay.mean = 1.0  # mean step time (virtual seconds) of a speed-1 worker

@@ -26,8 +26,10 @@ def validate_async(config) -> None:
         raise ConfigError(f"max_staleness={config.max_staleness!r} is not allowed; use -1 (unbounded) or >= 0")
     if not isinstance(config.warm_start_steps, int) or config.warm_start_steps < 0:
         raise ConfigError(f"warm_start_steps={config.warm_start_steps!r} is not allowed; use an integer >= 0")
-    if not isinstance(config.wave_size, int) or config.wave_size < 0:
-        raise ConfigError(f"wave_size={config.wave_size!r} is not allowed; use 0 (= num_workers) or a positive int")
+    if config.sim_strategy not in ("auto", "sequential", "waves"):
+        raise ConfigError(f"unknown sim_strategy {config.sim_strategy!r}; allowed: auto, sequential, waves")
+    if not isinstance(config.sim_chunk, int) or config.sim_chunk < 0:
+        raise ConfigError(f"sim_chunk={config.sim_chunk!r} is not allowed; use 0 (automatic) or a positive integer")
     if config.protocol == "softsync" and config.softsync_n > config.num_workers:
         raise ConfigError(
             f"softsync_n={config.softsync_n} is not allowed with num_workers={config.num_workers}; use 1..num_workers"

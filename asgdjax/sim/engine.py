@@ -2,10 +2,11 @@
 
 State: the server (params, optimizer and rule state, version), every worker's local copy (the snapshot
 it read, plus Downpour's local updates), its accumulated gradient and read version, and the server's
-pending group. One jitted `wave_step` computes a wave's gradients together (vmap over slots), then
-performs the wave's server operations in trace order (a scan over slots): push, apply (the shared
-`Server.apply`), fetch. A Python loop over waves drives it on CPU, where XLA compiles convolution
-gradients inside while-loops slowly; `sweep` vmaps the same step over configurations.
+pending group. One jitted `step` takes C event slots: either a *wave* (events whose gradients are all
+computable at once: one vmap) or a *chunk* of consecutive events (each gradient computed on the state the
+previous events left), then performs each event's server operations in trace order: push, apply (the
+shared `Server.apply`), fetch. A Python loop over chunks drives it (XLA:CPU compiles convolution
+gradients inside while-loops slowly); `asgdjax.sim.sweep` vmaps the same step over configurations.
 """
 
 from __future__ import annotations
@@ -39,12 +40,19 @@ class SimState(NamedTuple):
     pend_count: jax.Array  # int32
 
 
+STRATEGIES = ("sequential", "waves")
+
+
 class Simulator:
     """Replays traces of `num_workers` workers; `make_server(hparams) -> Server` is shared with the runtime.
 
     local_updates: Downpour clients apply each gradient to their local copy with plain SGD at
     hparams['local_learning_rate'] (needed when n_fetch > 1 or n_push > 1).
     group_size: the largest group the server may apply at once (1 for plain A-SGD).
+    strategy: "waves" computes each wave's gradients in one vmap (fills a GPU); "sequential" runs chunks of
+    consecutive events, each gradient then its server operations, unrolled in one program (fastest on
+    XLA:CPU, whose grouped convolutions are slow). "auto" picks sequential on CPU, waves elsewhere.
+    Both give the same result to float tolerance; each is deterministic.
     """
 
     def __init__(
@@ -54,16 +62,20 @@ class Simulator:
         num_workers: int,
         group_size: int = 1,
         local_updates: bool = False,
-        wave_size: int = 0,
-        grad_batching: str = "vmap",
+        strategy: str = "auto",
+        chunk: int = 0,
     ):
         self.task, self.make_server, self.K = task, make_server, num_workers
         self.G, self.local_updates = group_size, local_updates
-        self.W = wave_size or num_workers
-        if grad_batching not in ("vmap", "unroll"):
-            raise ValueError(f"grad_batching {grad_batching!r}; allowed: vmap, unroll")
-        self.grad_batching = grad_batching
-        self.wave_step = jax.jit(self._wave_step, donate_argnums=0)
+        if strategy == "auto":
+            strategy = "sequential" if jax.default_backend() == "cpu" else "waves"
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        # Events per compiled call: a wave holds at most one event per worker; a sequential chunk of about
+        # ten events is where XLA:CPU's unrolled conv gradients run fastest (DESIGN.md).
+        self.C = chunk or (min(num_workers, 256) if strategy == "waves" else 10)
+        self.step = jax.jit(self._step, donate_argnums=0)
 
     # ----------------------------------------------------------------------------------------------- state
     def init(self, params, hparams: dict) -> SimState:
@@ -100,39 +112,50 @@ class Simulator:
 
         start_event must be a wave boundary (as checkpoints are), so a resumed replay is bit-identical.
         """
-        bounds = partition_waves(trace, self.W)
+        bounds = self.boundaries(trace)
         if start_event not in set(bounds.tolist()):
-            raise ValueError(f"start_event {start_event} is not a wave boundary")
+            raise ValueError(f"start_event {start_event} is not a chunk boundary")
         hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b <= start_event:
                 continue
-            wave = wave_arrays(trace, int(a), int(b), self.W, batch_indices(trace, streams, int(a), int(b)))
-            state, losses = self.wave_step(state, data, wave, hparams, data_key)
+            chunk = wave_arrays(trace, int(a), int(b), self.C, batch_indices(trace, streams, int(a), int(b)))
+            state, losses = self.step(state, data, chunk, hparams, data_key)
             if callback is not None:
                 callback(int(b), state, losses)
         return state
 
-    # ---------------------------------------------------------------------------------------- wave (jit)
-    def _wave_step(self, state: SimState, data: dict, wave: dict, hparams: dict, data_key):
+    def boundaries(self, trace: Trace) -> np.ndarray:
+        """Event offsets where compiled calls start (and checkpoints may be taken), ending with len(trace)."""
+        if self.strategy == "waves":
+            return partition_waves(trace, self.C)
+        return np.unique(np.append(np.arange(0, len(trace), self.C), len(trace)))
+
+    # --------------------------------------------------------------------------------------- step (jit)
+    def _step(self, state: SimState, data: dict, chunk: dict, hparams: dict, data_key):
+        """One compiled call over C event slots (a wave, or a chunk of consecutive events)."""
         server = self.make_server(hparams)
-        keys = jax.vmap(lambda w, s: batch_key(data_key, w, s))(wave["worker"], wave["step"])
-        slot_params = jax.tree.map(lambda x: x[wave["worker"]], state.local)
-        grad = lambda p, idx, k: self.task.grad(p, data, idx, k)
-        if self.grad_batching == "vmap":
-            losses, grads = jax.vmap(grad)(slot_params, wave["indices"], keys)
-        else:
-            outs = [grad(_index(slot_params, j), wave["indices"][j], keys[j]) for j in range(self.W)]
-            losses = jnp.stack([o[0] for o in outs])
-            grads = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[1] for o in outs])
-        compute = wave["valid"] & (wave["step"] >= 0)
-
-        def body(st: SimState, slot):
-            ev, g = slot
-            return self._event(server, st, ev, g, hparams), None
-
-        events = {k: wave[k] for k in ("worker", "push", "apply", "fetch")} | {"compute": compute}
-        state, _ = jax.lax.scan(body, state, (events, grads))
+        keys = jax.vmap(lambda w, s: batch_key(data_key, w, s))(chunk["worker"], chunk["step"])
+        compute = chunk["valid"] & (chunk["step"] >= 0)
+        grad = lambda p, j: self.task.grad(p, data, chunk["indices"][j], keys[j])
+        events = {k: chunk[k] for k in ("worker", "push", "apply", "fetch")} | {"compute": compute}
+        if self.strategy == "waves":  # every slot's parameters are final at the wave's start
+            slot_params = jax.tree.map(lambda x: x[chunk["worker"]], state.local)
+            losses, grads = jax.vmap(grad)(slot_params, jnp.arange(self.C))
+            if self.C <= 32:
+                for j in range(self.C):
+                    state = self._event(server, state, _index(events, j), _index(grads, j), hparams)
+            else:  # large waves: a scan keeps the program small (no convolutions inside)
+                body = lambda st, xs: (self._event(server, st, xs[0], xs[1], hparams), None)
+                state, _ = jax.lax.scan(body, state, (events, grads))
+        else:  # each gradient sees the state left by the events before it
+            losses = []
+            for j in range(self.C):
+                ev = _index(events, j)
+                loss, g = grad(_index(state.local, ev["worker"]), j)
+                state = self._event(server, state, ev, g, hparams)
+                losses.append(loss)
+            losses = jnp.stack(losses)
         return state, jnp.where(compute, losses, jnp.nan)
 
     def _event(self, server: Server, st: SimState, ev: dict, g, hparams: dict) -> SimState:

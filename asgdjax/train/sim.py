@@ -9,7 +9,6 @@ import numpy as np
 
 from asgdjax.sim.config import group_size, hparams_from_config, schedule_from_config, server_factory
 from asgdjax.sim.engine import Simulator, make_streams
-from asgdjax.sim.waves import partition_waves
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
 
 
@@ -25,14 +24,15 @@ def run_sim(ctx: RunContext) -> dict:
         config.num_workers,
         group_size=group_size(config),
         local_updates=local_updates,
-        wave_size=config.wave_size,
+        strategy=config.sim_strategy,
+        chunk=config.sim_chunk,
     )
     hparams = hparams_from_config(config)
     state = sim.init(ctx.task.model.init(jax.random.key(config.seed)), hparams)
     restored = ctx.restore({"sim": state, "event": np.int64(0)})
     state, start_event = restored["sim"], int(restored["event"])
     grads_done = np.cumsum(trace.step >= 0)  # gradients computed after each event
-    bounds = partition_waves(trace, sim.W)
+    bounds = sim.boundaries(trace)
     start = int(grads_done[start_event - 1]) if start_event else 0
     bar = ctx.bar(config.steps, start)
     losses: list = []
@@ -75,7 +75,8 @@ def run_sim(ctx: RunContext) -> dict:
             "staleness_max": stats["staleness_max"],
             "staleness_hist": stats["staleness_hist"],
             "virtual_time": stats["virtual_time"],
-            "waves": len(bounds) - 1,
+            "sim_strategy": sim.strategy,
+            "compiled_calls": len(bounds) - 1,
             "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
         },
     }

@@ -1,0 +1,76 @@
+"""Shared benchmark plumbing: a task on real data when prepared (synthetic of the same shape otherwise),
+best-of-N timing, and the one-line JSON every benchmark prints last."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+
+from asgdjax.data import ArrayDataset, get_spec, is_prepared, load_dataset  # noqa: E402
+from asgdjax.models import get_model  # noqa: E402
+from asgdjax.train.task import Task, device_data  # noqa: E402
+
+SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+NPZ = {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}
+
+
+def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]:
+    """(task, device data, dataset, where the data came from): prepared TFDS data, else ../shared/data, else
+    synthetic arrays of the dataset's shape (timings do not depend on pixel values)."""
+    spec = get_spec(dataset)
+    source = "tfds"
+    if not is_prepared(dataset) and not spec.embedded:
+        npz = os.path.join(SHARED, NPZ.get(dataset, ""))
+        if os.path.exists(npz):
+            from asgdjax.data import prepare
+
+            prepare(dataset, None, npz)
+        else:
+            source = "synthetic"
+    if source == "synthetic":
+        rng = np.random.default_rng(0)
+        shape = spec.image_shape
+        ds = ArrayDataset(
+            spec,
+            rng.integers(0, 256, (10000, *shape), dtype=np.uint8),
+            rng.integers(0, 10, 10000).astype(np.int32),
+            rng.integers(0, 256, (1000, *shape), dtype=np.uint8),
+            rng.integers(0, 10, 1000).astype(np.int32),
+        )
+    else:
+        ds = load_dataset(dataset)
+    task = Task(get_model(model, spec.num_classes, spec.image_shape), spec, augment=False)
+    return task, device_data(ds), ds, source
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Best wall time of `fn()` over `repeats` runs (fn must block until its work is done)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def machine() -> dict:
+    return {
+        "platform": jax.devices()[0].platform,
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+def emit(result: dict) -> None:
+    """Print the result as the benchmark's last line (one JSON object)."""
+    print(json.dumps({**result, "machine": machine()}))

@@ -1,0 +1,128 @@
+"""Simulated A-SGD updates/s with K workers against the fastest plain SGD loop of the same model and batch.
+
+  python experiments/bench/sim_overhead.py [--quick] [--models=small_cnn:mnist,cifar_18pct:cifar10]
+
+The baseline is the faster of (a) a Python loop of one jitted SGD step and (b) chunks of 10 steps in a
+jitted `lax.scan(unroll=True)`, both on the same device-resident data and batch size. The simulator
+replays an 8-worker exponential-delay schedule (mean staleness 7) with plain SGD; ratio = sim / baseline.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from common import bench_task, best_time, emit
+
+from asgdjax.data import WorkerStream
+from asgdjax.delays import DelayModel
+from asgdjax.rules import plain
+from asgdjax.server import Server
+from asgdjax.sim import Simulator, make_schedule, make_streams
+from asgdjax.train.sync import make_sync_step
+from asgdjax.train.task import batch_key
+
+flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
+flags.DEFINE_string("models", "small_cnn:mnist,cifar_18pct:cifar10", "model:dataset pairs.")
+flags.DEFINE_integer("workers", 8, "Simulated workers K.")
+flags.DEFINE_integer("batch", 32, "Batch size per gradient.")
+flags.DEFINE_string("strategies", "sequential,waves", "Simulator strategies to measure.")
+FLAGS = flags.FLAGS
+CHUNK = 10
+
+
+def measure(model: str, dataset: str, steps: int) -> dict:
+    task, data, ds, source = bench_task(dataset, model)
+    lr = 0.01
+    opt = optax.sgd(lr)
+    params = task.model.init(jax.random.key(0))
+    stream = WorkerStream(ds.num_train, FLAGS.batch, 0)
+    idx = np.stack([stream.batch(s) for s in range(steps)])
+    key = jax.random.key(1)
+
+    # Baseline (a): Python loop of a jitted step.
+    step = make_sync_step(task, opt)
+
+    def loop():
+        p, o = jax.tree.map(jnp.array, params), opt.init(params)
+        for s in range(steps):
+            p, o, loss = step(p, o, data, idx[s], batch_key(key, 0, s))
+        jax.block_until_ready(p)
+
+    loop()
+    t_loop = best_time(loop)
+
+    # Baseline (b): chunks of CHUNK steps inside one jitted, fully unrolled scan.
+    def chunk_fn(p, o, data, idx_chunk, s0):
+        def body(carry, xs):
+            p, o = carry
+            i, s = xs
+            loss, g = task.grad(p, data, i, batch_key(key, 0, s))
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
+
+        (p, o), _ = jax.lax.scan(body, (p, o), (idx_chunk, s0 + jnp.arange(CHUNK)), unroll=True)
+        return p, o
+
+    chunk = jax.jit(chunk_fn, donate_argnums=(0, 1))
+
+    def scan_loop():
+        p, o = jax.tree.map(jnp.array, params), opt.init(params)
+        for c in range(steps // CHUNK):
+            p, o = chunk(p, o, data, idx[c * CHUNK : (c + 1) * CHUNK], c * CHUNK)
+        jax.block_until_ready(p)
+
+    scan_loop()
+    t_scan = best_time(scan_loop)
+    base = min(t_loop, t_scan)
+
+    # Simulator.
+    K = FLAGS.workers
+    trace = make_schedule(jax.random.key(2), K, steps, DelayModel("exponential"))
+    streams = make_streams(ds.num_train, FLAGS.batch, 0, K)
+    out = {
+        "model": model,
+        "dataset": dataset,
+        "data": source,
+        "batch": FLAGS.batch,
+        "steps": steps,
+        "workers": K,
+        "staleness_mean": trace.stats()["staleness_mean"],
+        "plain_loop_updates_per_s": steps / t_loop,
+        "scan_chunk_updates_per_s": steps / t_scan,
+        "baseline": "loop" if t_loop <= t_scan else "scan_chunk",
+    }
+    best_ratio = 0.0
+    for mode in FLAGS.strategies.split(","):
+        sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), K, strategy=mode)
+
+        def run_sim(sim=sim, hp={"learning_rate": lr}):  # noqa: B006 (read-only default)
+            st = sim.init(params, hp)
+            st = sim.run(st, trace, data, hp, streams, key)
+            jax.block_until_ready(st.server.params)
+
+        run_sim()
+        t_sim = best_time(run_sim)
+        out[f"sim_{mode}_updates_per_s"] = steps / t_sim
+        out[f"ratio_{mode}"] = base / t_sim
+        best_ratio = max(best_ratio, base / t_sim)
+        print(f"{model:12s} sim[{mode}] {steps / t_sim:8.1f} upd/s  ratio {base / t_sim:.2f}")
+    out["ratio"] = best_ratio
+    print(
+        f"{model:12s} plain loop {steps / t_loop:8.1f} upd/s, scan chunks {steps / t_scan:8.1f} upd/s "
+        f"(baseline: {out['baseline']}), best sim ratio {best_ratio:.2f}"
+    )
+    return out
+
+
+def main(argv):
+    del argv
+    steps = 40 if FLAGS.quick else 400
+    results = [measure(*pair.split(":"), steps) for pair in FLAGS.models.split(",")]
+    emit({"benchmark": "sim_overhead", "goal": "ratio >= 0.9", "results": results})
+
+
+if __name__ == "__main__":
+    app.run(main)
