@@ -29,7 +29,7 @@ def run_sim(ctx: RunContext) -> dict:
     )
     hparams = hparams_from_config(config)
     state = sim.init(ctx.task.model.init(jax.random.key(config.seed)), hparams)
-    restored = ctx.restore({"sim": state, "event": np.int64(0)})
+    restored = ctx.restore({"sim": state, "event": np.asarray(0, np.int64)})
     state, start_event = restored["sim"], int(restored["event"])
     grads_done = np.cumsum(trace.step >= 0)  # gradients computed after each event
     bounds = sim.boundaries(trace)
@@ -57,7 +57,7 @@ def run_sim(ctx: RunContext) -> dict:
             virtual_time=stats["virtual_time"],
         )
         if crossed(prev, done, config.checkpoint_every) or event == len(trace):
-            ctx.save(done, {"sim": st, "event": np.int64(event)})
+            ctx.save(done, {"sim": st, "event": np.asarray(event, np.int64)})
 
     streams = make_streams(ctx.dataset.num_train, config.batch_size, config.seed, config.num_workers)
     state = sim.run(state, trace, ctx.data, hparams, streams, jax.random.key(config.seed + 1), start_event, on_wave)

@@ -28,7 +28,7 @@ def run_sync(ctx: RunContext) -> dict:
     stream = WorkerStream(ctx.dataset.num_train, config.batch_size, config.seed)
     params = task.model.init(jax.random.key(config.seed))
     opt_state = ctx.optimizer.init(params)
-    state = {"params": params, "opt_state": opt_state, "step": np.int64(0)}
+    state = {"params": params, "opt_state": opt_state, "step": np.asarray(0, np.int64)}
     state = ctx.restore(state)
     params, opt_state, start = state["params"], state["opt_state"], int(state["step"])
     step_fn = make_sync_step(task, ctx.optimizer)
@@ -41,5 +41,5 @@ def run_sync(ctx: RunContext) -> dict:
         done = step + 1
         log_and_eval(ctx, done, params, losses)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            ctx.save(done, {"params": params, "opt_state": opt_state, "step": np.int64(done)})
+            ctx.save(done, {"params": params, "opt_state": opt_state, "step": np.asarray(done, np.int64)})
     return {"params": params, "updates": config.steps, "gradients": config.steps}

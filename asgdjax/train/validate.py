@@ -15,8 +15,8 @@ MODES = ("sync", "sim", "async")
 def validate(config) -> None:
     """Raise ConfigError for the first bad value (one line: the key, the value, what is allowed)."""
     _choice("mode", config.mode, MODES)
-    _choice("dataset", config.dataset, tuple(DATASETS))
-    _choice("model", config.model, tuple(MODELS))
+    _choice("dataset", config.dataset, tuple(sorted(DATASETS)))
+    _choice("model", config.model, tuple(sorted(MODELS)))
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     for key in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_workers"):
         _positive_int(key, config[key])

@@ -1,0 +1,40 @@
+"""Test fixtures: an isolated TFDS data dir, the digits task, and the shared offline data when present."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tfds_dir(tmp_path_factory):
+    """Use $TFDS_DATA_DIR if set (CI sets one), else a fresh folder for the session."""
+    if not os.environ.get("TFDS_DATA_DIR"):
+        os.environ["TFDS_DATA_DIR"] = str(tmp_path_factory.mktemp("tfds"))
+    return os.environ["TFDS_DATA_DIR"]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from asgdjax.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_task(digits):
+    from asgdjax.models import get_model
+    from asgdjax.train.task import Task, device_data
+
+    spec = digits.spec
+    return Task(get_model("small_cnn", 10, spec.image_shape), spec, augment=False), device_data(digits)
+
+
+def shared_npz(name: str) -> str:
+    path = os.path.join(SHARED_DATA, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present (offline data lives in ../shared/data beside the checkout)")
+    return path

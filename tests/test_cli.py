@@ -1,0 +1,65 @@
+"""The README's main job and the one-line errors, through the real console script."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TRAIN = [sys.executable, "-m", "asgdjax.main"]
+
+
+def run(args, tmp_path, env=None):
+    e = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run(TRAIN + args, capture_output=True, text=True, cwd=tmp_path, env=e, timeout=600)
+
+
+def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
+    out = run(["--workdir=run", "--noprogress"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final_test_accuracy"] >= 0.95
+    for key in ("steps", "examples_per_second", "wall_seconds", "final_test_accuracy"):
+        assert key in summary
+    assert "test accuracy" in out.stdout and str(tmp_path / "run") in out.stdout
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 3 and all("step" in json.loads(x) for x in lines)
+    assert os.listdir(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--config.dataset=svhn", "unknown dataset 'svhn'; allowed: cifar10, digits, mnist"),
+        ("--config.model=resnet", "unknown model 'resnet'; allowed:"),
+        ("--config.optimizer=lion", "unknown optimizer 'lion'; allowed:"),
+        ("--config.mode=hogwild", "unknown mode 'hogwild'; allowed: sync, sim, async"),
+        ("--config.batch_size=0", "batch_size=0 is not allowed; use a positive integer"),
+        ("--config.steps=-5", "steps=-5 is not allowed; use a positive integer"),
+        ("--config.learning_rate=nan", "learning_rate=nan is not allowed"),
+        ("--config.num_workers=0", "num_workers=0 is not allowed"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):
+    out = run([flag, "--workdir=run", "--noprogress"], tmp_path)
+    assert out.returncode == 2
+    err = [x for x in out.stderr.splitlines() if x.strip()]
+    assert err[-1].startswith("asgdjax-train: error: ") and message in err[-1], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+    out = run(
+        ["--config.dataset=mnist", "--workdir=run", "--noprogress"], tmp_path, {"TFDS_DATA_DIR": str(tmp_path / "x")}
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "asgdjax-prepare --dataset=mnist --npz=" in out.stderr
+
+
+def test_a_workdir_holding_another_config_is_refused(tmp_path):
+    assert run(["--config.steps=20", "--workdir=run", "--noprogress"], tmp_path).returncode == 0
+    before = (tmp_path / "run" / "summary.json").read_text()
+    out = run(["--config.steps=20", "--config.learning_rate=0.2", "--workdir=run", "--noprogress"], tmp_path)
+    assert out.returncode == 2 and "holds a run with learning_rate=0.05" in out.stderr
+    assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing overwritten

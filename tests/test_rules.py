@@ -1,0 +1,91 @@
+"""Each staleness rule against its paper's formula, on hand-computed numbers."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from asgdjax.errors import ConfigError
+from asgdjax.rules import dc_asgd, dc_asgd_adaptive, delay_adaptive, make_rule, plain, staleness_scaled_lr
+from asgdjax.server import Server
+
+W = {"a": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
+G = {"a": jnp.array([0.5, -1.0]), "b": jnp.array(2.0)}
+WR = {"a": jnp.array([0.0, 1.0]), "b": jnp.array(1.0)}
+
+
+def run(tx, staleness=0, worker=0, read=WR, state=None):
+    state = tx.init(W) if state is None else state
+    return tx.update(G, state, W, staleness=staleness, read_params=read, worker=worker)
+
+
+def close(tree, want):
+    for k in want:
+        np.testing.assert_allclose(tree[k], want[k], rtol=1e-6)
+
+
+def test_staleness_scaled_lr_is_lr0_over_tau_and_lr0_at_zero():
+    close(run(staleness_scaled_lr(), staleness=4)[0], {"a": [0.125, -0.25], "b": 0.5})
+    close(run(staleness_scaled_lr(), staleness=0)[0], {"a": [0.5, -1.0], "b": 2.0})
+    close(run(staleness_scaled_lr(), staleness=1)[0], {"a": [0.5, -1.0], "b": 2.0})
+
+
+def test_delay_adaptive_is_k_over_max_k_tau():
+    tx = delay_adaptive(num_workers=4)
+    close(run(tx, staleness=3)[0], {"a": [0.5, -1.0], "b": 2.0})  # tau <= K: full step
+    close(run(tx, staleness=8)[0], {"a": [0.25, -0.5], "b": 1.0})  # 4 / 8
+
+
+def test_dc_asgd_constant_lambda():
+    # g + 0.5 * g^2 * (w - w_read): a = [0.5 + 0.5*0.25*1, -1 + 0.5*1*1], b = 2 + 0.5*4*2
+    close(run(dc_asgd(0.5))[0], {"a": [0.625, -0.5], "b": 6.0})
+
+
+def test_dc_asgd_with_lambda_zero_is_plain_asgd():
+    close(run(dc_asgd(0.0), staleness=5)[0], run(plain(), staleness=5)[0])
+
+
+def test_dc_asgd_adaptive_uses_the_workers_own_mean_square():
+    tx = dc_asgd_adaptive(0.1, num_workers=2, momentum=0.95, eps=1e-7)
+    out, state = run(tx, worker=1)
+    ms_a0 = 0.05 * 0.25  # (1 - m) * g^2 on a fresh mean square
+    lam = 0.1 / np.sqrt(ms_a0 + 1e-7)
+    np.testing.assert_allclose(out["a"][0], 0.5 + lam * 0.25 * 1.0, rtol=1e-6)
+    np.testing.assert_allclose(state.mean_square["a"][1], [0.0125, 0.05], rtol=1e-6)
+    np.testing.assert_array_equal(state.mean_square["a"][0], [0.0, 0.0])  # worker 0 untouched
+    # second arrival from worker 1: MeanSquare <- 0.95 * 0.0125 + 0.05 * 0.25
+    _, state = run(tx, worker=1, state=state)
+    np.testing.assert_allclose(state.mean_square["a"][1, 0], 0.95 * 0.0125 + 0.05 * 0.25, rtol=1e-6)
+
+
+def test_rules_compose_with_any_optax_optimizer():
+    tx = optax.chain(staleness_scaled_lr(), optax.sgd(0.1))
+    updates, _ = run(tx, staleness=2)
+    close(updates, {"a": [-0.025, 0.05], "b": -0.1})
+    tx = optax.chain(dc_asgd(0.5), optax.adam(1e-3))
+    updates, _ = run(tx, staleness=2)
+    assert jnp.all(jnp.isfinite(updates["a"]))
+
+
+def test_server_apply_of_one_arrival_is_the_chained_transformation():
+    server = Server(staleness_scaled_lr(), optax.sgd(0.1))
+    state = server.init(W)._replace(version=jnp.int32(5))
+    new = server.apply_one(state, G, read_version=2, worker=0, read_params=WR)  # tau = 3
+    close(new.params, {"a": [1 - 0.1 * 0.5 / 3, 2 + 0.1 / 3], "b": 3 - 0.1 * 2 / 3})
+    assert int(new.version) == 6
+
+
+def test_server_group_averages_rule_outputs_and_ignores_padding():
+    server = Server(staleness_scaled_lr(), optax.sgd(1.0))
+    state = server.init(W)._replace(version=jnp.int32(4))
+    grads = {"a": jnp.stack([G["a"], G["a"], G["a"] * 100]), "b": jnp.stack([G["b"], G["b"], G["b"] * 100])}
+    reads = {"a": jnp.stack([WR["a"]] * 3), "b": jnp.stack([WR["b"]] * 3)}
+    # slot 0 has tau 4 (scale 1/4), slot 1 tau 2 (1/2), slot 2 is padding
+    new = server.apply(state, grads, jnp.array([0, 2, 0]), jnp.array([0, 1, 0]), reads, jnp.int32(2))
+    mean = (0.25 + 0.5) / 2
+    close(new.params, {"a": [1 - mean * 0.5, 2 + mean * 1.0], "b": 3 - mean * 2})
+
+
+def test_unknown_rule_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match="unknown rule 'fancy'; allowed: none, staleness_lr"):
+        make_rule("fancy", 4)
