@@ -36,8 +36,11 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def builder_for(name: str, data_dir: str | None = None, npz: str | None = None):
+    from asgdjax.data import builders
+
     spec = get_spec(name)
-    builder = spec.builder(data_dir=data_dir or default_data_dir(), file_format="array_record")
+    builder_cls = getattr(builders, spec.builder)
+    builder = builder_cls(data_dir=data_dir or default_data_dir(), file_format="array_record")
     builder.npz_path = npz
     return builder
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from asgdjax.data.builders import AsgdCifar10, AsgdDigits, AsgdMnist
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    builder: type
+    builder: str  # class name in asgdjax.data.builders (imported lazily: TFDS loads only when data is read)
     image_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]  # per-channel, on the 0..1 scale, for input normalisation
@@ -23,11 +21,11 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        "digits", AsgdDigits, (8, 8, 1), 10, (0.305,), (0.376,), True, "prepared automatically", False
+        "digits", "AsgdDigits", (8, 8, 1), 10, (0.305,), (0.376,), True, "prepared automatically", False
     ),
     "mnist": DatasetSpec(
         "mnist",
-        AsgdMnist,
+        "AsgdMnist",
         (28, 28, 1),
         10,
         (0.1307,),
@@ -38,7 +36,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "cifar10": DatasetSpec(
         "cifar10",
-        AsgdCifar10,
+        "AsgdCifar10",
         (32, 32, 3),
         10,
         (0.4914, 0.4822, 0.4465),

@@ -14,12 +14,16 @@ from asgdjax.errors import ConfigError
 from asgdjax.models.alexnet import AlexNet
 from asgdjax.models.cnn import SmallCNN
 from asgdjax.models.cuda_convnet import layers_18pct, layers_80sec
+from asgdjax.models.mlp import MLP
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "small_cnn": lambda n: SmallCNN(num_classes=n),
     "cifar_18pct": layers_18pct,
     "cifar_80sec": layers_80sec,
     "alexnet": lambda n: AlexNet(num_classes=n),
+    "mlr": lambda n: MLP(num_classes=n, depth=0),
+    "mlp": lambda n: MLP(num_classes=n, width=128, depth=1),
+    "mlp3": lambda n: MLP(num_classes=n, width=128, depth=3),
 }
 
 

@@ -160,6 +160,8 @@ class Simulator:
 
     def _event(self, server: Server, st: SimState, ev: dict, g, hparams: dict) -> SimState:
         """One trace event: local step -> push -> apply -> fetch, each masked by its flag."""
+        if self.G == 1 and not self.local_updates:
+            return self._event_plain(server, st, ev, g)
         w = ev["worker"]
         get = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
         put = lambda tree, i, val, on: jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, val)
@@ -201,6 +203,21 @@ class Simulator:
         if self.local_updates:
             st = st._replace(snap=put(st.snap, w, params, fetch_now))
         return st
+
+    def _event_plain(self, server: Server, st: SimState, ev: dict, g) -> SimState:
+        """Plain A-SGD fast path (one gradient per update, no local steps): no pending buffer; every push is
+        applied at once, so a fetch (now or on apply) reads the new version."""
+        w = ev["worker"]
+        local_w = jax.tree.map(lambda x: x[w], st.local)
+
+        def apply(s):
+            return server.apply_one(s, g, st.read_version[w], w, local_w)
+
+        new_server = jax.lax.cond(ev["apply"] & ev["push"], apply, lambda s: s, st.server)
+        on = ev["fetch"] > 0
+        local = jax.tree.map(lambda x, p: x.at[w].set(jnp.where(on, p, x[w])), st.local, new_server.params)
+        read = st.read_version.at[w].set(jnp.where(on, new_server.version, st.read_version[w]))
+        return st._replace(server=new_server, local=local, read_version=read)
 
     def _apply(self, server: Server, st: SimState) -> SimState:
         read_params = jax.tree.map(lambda x: x[st.pend_worker], st.snap if self.local_updates else st.local)

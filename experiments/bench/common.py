@@ -27,7 +27,11 @@ def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]
     synthetic arrays of the dataset's shape (timings do not depend on pixel values)."""
     spec = get_spec(dataset)
     source = "tfds"
-    if not is_prepared(dataset) and not spec.embedded:
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:  # e.g. a GPU image without TFDS: timings do not depend on pixel values
+        source = "synthetic"
+    if source == "tfds" and not is_prepared(dataset) and not spec.embedded:
         npz = os.path.join(SHARED, NPZ.get(dataset, ""))
         if os.path.exists(npz):
             from asgdjax.data import prepare
