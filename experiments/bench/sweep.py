@@ -43,7 +43,10 @@ def measure(model: str, steps: int) -> dict:
         jax.block_until_ready(sweep(sim, params, traces, data, hps, streams, keys).server.params)
 
     def sequential():
-        out = [sim.run(sim.init(p, h), t, data, h, st, k) for p, h, t, st, k in zip(params, hps, traces, streams, keys, strict=False)]
+        out = [
+            sim.run(sim.init(p, h), t, data, h, st, k)
+            for p, h, t, st, k in zip(params, hps, traces, streams, keys, strict=True)
+        ]
         jax.block_until_ready(out[-1].server.params)
 
     vmapped(), sequential()

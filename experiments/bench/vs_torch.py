@@ -1,0 +1,127 @@
+"""The simulator against the PyTorch simulation a researcher would write: a Python loop over the same
+schedule keeping one model copy per worker (a deque of copies), on CPU, same model, batch and data.
+
+  pip install torch==2.13.0   # CPU build; not a dependency of asgdjax
+  python experiments/bench/vs_torch.py [--quick] [--models=small_cnn,mlp]
+
+Per event the PyTorch loop computes worker w's gradient on its copy, steps the server model with
+torch.optim.SGD and refreshes worker w's copy from the server (n_fetch = n_push = 1). ratio = asgdjax
+updates/s / PyTorch updates/s, both measured in this process on the same trace.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags
+from common import bench_task, best_time, emit
+
+from asgdjax.delays import DelayModel
+from asgdjax.rules import plain
+from asgdjax.server import Server
+from asgdjax.sim import Simulator, make_schedule, make_streams
+
+flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
+flags.DEFINE_string("models", "small_cnn,mlp", "Models (on MNIST): small_cnn, mlp.")
+flags.DEFINE_integer("workers", 8, "Simulated workers K.")
+flags.DEFINE_integer("batch", 32, "Batch size per gradient.")
+FLAGS = flags.FLAGS
+LR = 0.01
+
+
+def torch_model(name: str):
+    import torch.nn as tnn
+
+    if name == "mlp":
+        return tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 128), tnn.ReLU(), tnn.Linear(128, 10))
+    return tnn.Sequential(
+        tnn.Conv2d(1, 32, 3, padding=1),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(32, 64, 3, padding=1),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(7 * 7 * 64, 128),
+        tnn.ReLU(),
+        tnn.Linear(128, 10),
+    )
+
+
+def torch_simulation(name, trace, streams, images, labels) -> float:
+    """Seconds for the PyTorch deque-of-copies replay of `trace`."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    server = torch_model(name)
+    opt = torch.optim.SGD(server.parameters(), lr=LR)
+    workers = [copy.deepcopy(server) for _ in range(trace.num_workers)]
+    x_all = torch.from_numpy((images.astype(np.float32) / 255.0 - 0.1307) / 0.3081).permute(0, 3, 1, 2)
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    t = time.perf_counter()
+    for e in range(len(trace)):
+        w, s = int(trace.worker[e]), int(trace.step[e])
+        idx = torch.from_numpy(streams[w].batch(s).astype(np.int64))
+        model = workers[w]
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        for p, g in zip(server.parameters(), grads, strict=True):
+            p.grad = g
+        opt.step()
+        with torch.no_grad():  # fetch: the worker's copy becomes the server's parameters
+            for pw, ps in zip(model.parameters(), server.parameters(), strict=True):
+                pw.copy_(ps)
+    return time.perf_counter() - t
+
+
+def measure(name: str, steps: int) -> dict:
+    import torch
+
+    task, data, ds, source = bench_task("mnist", name)
+    trace = make_schedule(jax.random.key(2), FLAGS.workers, steps, DelayModel("exponential"))
+    streams = make_streams(ds.num_train, FLAGS.batch, 0, FLAGS.workers)
+    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), FLAGS.workers)
+    params = task.model.init(jax.random.key(0))
+    hp = {"learning_rate": LR}
+
+    def run_jax():
+        st = sim.run(sim.init(params, hp), trace, data, hp, streams, jax.random.key(1))
+        jax.block_until_ready(st.server.params)
+
+    run_jax()
+    t_jax = best_time(run_jax, 2)
+    torch_simulation(name, trace.slice(min(20, len(trace))), streams, ds.train_images, ds.train_labels)  # warm
+    t_torch = min(torch_simulation(name, trace, streams, ds.train_images, ds.train_labels) for _ in range(2))
+    out = {
+        "model": name,
+        "data": source,
+        "batch": FLAGS.batch,
+        "workers": FLAGS.workers,
+        "updates": steps,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "asgdjax_updates_per_s": steps / t_jax,
+        "torch_updates_per_s": steps / t_torch,
+        "ratio": t_torch / t_jax,
+    }
+    print(
+        f"{name:10s} asgdjax {steps / t_jax:8.1f} upd/s  PyTorch deque {steps / t_torch:8.1f} upd/s  "
+        f"ratio {t_torch / t_jax:.2f}"
+    )
+    return out
+
+
+def main(argv):
+    del argv
+    steps = 60 if FLAGS.quick else 400
+    results = [measure(m, steps) for m in FLAGS.models.split(",")]
+    emit({"benchmark": "vs_torch", "goal": "ratio >= 2", "results": results})
+
+
+if __name__ == "__main__":
+    app.run(main)
