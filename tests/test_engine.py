@@ -10,7 +10,7 @@ import pytest
 from asgdjax.delays import DelayModel
 from asgdjax.rules import dc_asgd, plain
 from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams
+from asgdjax.sim import Simulator, make_schedule, make_streams, uniform_staleness_schedule
 from asgdjax.train.task import batch_key
 
 LR, LLR, B = 0.1, 0.05, 16
@@ -144,3 +144,31 @@ def test_resuming_at_a_chunk_boundary_is_bit_identical(digits_task, digits):
     resumed = sim.run(jax.tree.map(jnp.asarray, first), trace, data, hp, streams, KEY, start_event=cut)
     for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_version_ring_replays_like_per_worker_copies(digits_task, digits):
+    task, data = digits_task
+    trace = make_schedule(jax.random.key(11), 4, 30, DelayModel("exponential"))
+    _, a, _, _ = simulate(task, data, digits, trace)
+    sim = Simulator(task, sgd_server(), 4, chunk=4, ring_depth=int(trace.staleness.max()) + 1)
+    hp = {"learning_rate": LR}
+    streams = make_streams(digits.num_train, B, 0, 4)
+    b = sim.run(sim.init(task.model.init(jax.random.key(0)), hp), trace, data, hp, streams, KEY)
+    assert_close(a.server.params, b.server.params)
+
+
+def test_dai_uniform_staleness_replays_from_the_ring(digits_task, digits):
+    task, data = digits_task
+    trace = uniform_staleness_schedule(jax.random.key(12), 4, 24, bound=3)
+    sim = Simulator(task, sgd_server(), 4, chunk=4, ring_depth=4)
+    hp = {"learning_rate": LR}
+    streams = make_streams(digits.num_train, B, 0, 4)
+    p0 = task.model.init(jax.random.key(0))
+    got = sim.run(sim.init(p0, hp), trace, data, hp, streams, KEY)
+    # Reference: keep every version; gradient i is computed on version v_read(i).
+    versions, grad = [p0], jax.jit(task.grad)
+    for e in range(len(trace)):
+        w, s, v = int(trace.worker[e]), int(trace.step[e]), int(trace.v_read[e])
+        _, g = grad(versions[v], data, streams[w].batch(s), batch_key(KEY, w, s))
+        versions.append(jax.tree.map(lambda p, d: p - LR * d, versions[-1], g))
+    assert_close(got.server.params, versions[-1])

@@ -68,3 +68,10 @@ def test_sim_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     _, b = final_params(tmp_path / "cut", 60)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_sim_mode_replays_dai_et_al_uniform_staleness_from_a_version_ring(tmp_path):
+    c = config(mode="sim", num_workers=4, steps=40)
+    c.delay.kind, c.delay.staleness_bound = "uniform_staleness", 4
+    s = train(c, str(tmp_path / "dai"), show_progress=False)
+    assert s["sim_memory"] == "ring of 5 versions" and s["staleness_max"] <= 4

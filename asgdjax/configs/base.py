@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
     c.sim_strategy = "auto"  # simulator: sequential (CPU) | waves (GPU) | auto
+    c.sim_memory = "auto"  # simulator: workers (K copies) | ring (last D versions) | auto
     c.sim_chunk = 0  # simulator: events per compiled call; 0 = 10 (sequential) or num_workers (waves)
     c.delay = ml_collections.ConfigDict()
     c.delay.kind = "exponential"  # constant | uniform | exponential | lognormal | uniform_staleness

@@ -36,9 +36,23 @@ def validate_async(config) -> None:
         )
     if config.protocol == "softsync" and config.max_staleness >= 0:
         raise ConfigError("max_staleness is not allowed with protocol='softsync'; use -1 or protocol='async'")
+    if config.sim_memory not in ("auto", "workers", "ring"):
+        raise ConfigError(f"unknown sim_memory {config.sim_memory!r}; allowed: auto, workers, ring")
     delays = DelayModel.from_config(config.delay)
-    if delays.kind == "uniform_staleness" and (config.n_fetch > 1 or config.n_push > 1):
-        raise ConfigError("delay.kind='uniform_staleness' is not allowed with n_fetch or n_push > 1; use 1")
+    if memory(config) == "ring" and (config.n_fetch > 1 or config.n_push > 1 or group_size(config) > 1):
+        raise ConfigError(
+            "the version ring (sim_memory='ring', or delay.kind='uniform_staleness') replays plain A-SGD only; "
+            "use n_fetch=1, n_push=1, protocol='async', max_staleness=-1"
+        )
+    if delays.kind == "uniform_staleness" and config.sim_memory == "workers":
+        raise ConfigError("delay.kind='uniform_staleness' needs sim_memory='ring' (or 'auto')")
+
+
+def memory(config) -> str:
+    """workers (one copy per worker) unless the ring is asked for or the delay model needs it."""
+    if config.sim_memory != "auto":
+        return config.sim_memory
+    return "ring" if config.delay.kind == "uniform_staleness" else "workers"
 
 
 def schedule_from_config(config) -> Trace:

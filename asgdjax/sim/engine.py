@@ -49,6 +49,10 @@ class Simulator:
     local_updates: Downpour clients apply each gradient to their local copy with plain SGD at
     hparams['local_learning_rate'] (needed when n_fetch > 1 or n_push > 1).
     group_size: the largest group the server may apply at once (1 for plain A-SGD).
+    ring_depth: 0 keeps one parameter copy per worker (K copies: any protocol). D > 0 keeps a ring of the
+    last D server versions instead and reads each gradient's parameters from ring[v_read % D] (D copies:
+    plain A-SGD with D > max staleness; the only memory that replays Dai et al.'s direct staleness model,
+    and the smaller one when K is large but staleness is bounded).
     strategy: "waves" computes each wave's gradients in one vmap (fills a GPU); "sequential" runs chunks of
     consecutive events, each gradient then its server operations, unrolled in one program (fastest on
     XLA:CPU, whose grouped convolutions are slow). "auto" picks sequential on CPU, waves elsewhere.
@@ -64,9 +68,13 @@ class Simulator:
         local_updates: bool = False,
         strategy: str = "auto",
         chunk: int = 0,
+        ring_depth: int = 0,
     ):
         self.task, self.make_server, self.K = task, make_server, num_workers
         self.G, self.local_updates = group_size, local_updates
+        self.D = ring_depth
+        if ring_depth and (group_size > 1 or local_updates):
+            raise ValueError("the version ring replays plain A-SGD only (group_size 1, n_fetch = n_push = 1)")
         if strategy == "auto":
             strategy = "sequential" if jax.default_backend() == "cpu" else "waves"
         if strategy not in STRATEGIES:
@@ -85,7 +93,7 @@ class Simulator:
         zeros = lambda n: jax.tree.map(lambda p: jnp.zeros((n, *p.shape), p.dtype), params)
         return SimState(
             server=server,
-            local=stack(self.K),
+            local=stack(self.D or self.K),
             snap=stack(self.K) if self.local_updates else {},
             acc=zeros(self.K) if self.local_updates else {},
             read_version=jnp.zeros((self.K,), jnp.int32),
@@ -138,9 +146,9 @@ class Simulator:
         keys = jax.vmap(lambda w, s: batch_key(data_key, w, s))(chunk["worker"], chunk["step"])
         compute = chunk["valid"] & (chunk["step"] >= 0)
         grad = lambda p, j: self.task.grad(p, data, chunk["indices"][j], keys[j])
-        events = {k: chunk[k] for k in ("worker", "push", "apply", "fetch")} | {"compute": compute}
+        events = {k: chunk[k] for k in ("worker", "push", "apply", "fetch", "v_read")} | {"compute": compute}
         if self.strategy == "waves":  # every slot's parameters are final at the wave's start
-            slot_params = jax.tree.map(lambda x: x[chunk["worker"]], state.local)
+            slot_params = jax.tree.map(lambda x: x[self._slot(chunk["worker"], chunk["v_read"])], state.local)
             losses, grads = jax.vmap(grad)(slot_params, jnp.arange(self.C))
             if self.C <= 32:
                 for j in range(self.C):
@@ -152,14 +160,20 @@ class Simulator:
             losses = []
             for j in range(self.C):
                 ev = _index(events, j)
-                loss, g = grad(_index(state.local, ev["worker"]), j)
+                loss, g = grad(_index(state.local, self._slot(ev["worker"], ev["v_read"])), j)
                 state = self._event(server, state, ev, g, hparams)
                 losses.append(loss)
             losses = jnp.stack(losses)
         return state, jnp.where(compute, losses, jnp.nan)
 
+    def _slot(self, worker, v_read):
+        """Where an event's parameters live: its worker's copy, or the ring slot of the version it read."""
+        return v_read % self.D if self.D else worker
+
     def _event(self, server: Server, st: SimState, ev: dict, g, hparams: dict) -> SimState:
         """One trace event: local step -> push -> apply -> fetch, each masked by its flag."""
+        if self.D:
+            return self._event_ring(server, st, ev, g)
         if self.G == 1 and not self.local_updates:
             return self._event_plain(server, st, ev, g)
         w = ev["worker"]
@@ -218,6 +232,18 @@ class Simulator:
         local = jax.tree.map(lambda x, p: x.at[w].set(jnp.where(on, p, x[w])), st.local, new_server.params)
         read = st.read_version.at[w].set(jnp.where(on, new_server.version, st.read_version[w]))
         return st._replace(server=new_server, local=local, read_version=read)
+
+    def _event_ring(self, server: Server, st: SimState, ev: dict, g) -> SimState:
+        """Version-ring memory: the gradient read ring[v_read % D]; the new version is written to its slot."""
+        v = ev["v_read"]
+        read_params = jax.tree.map(lambda x: x[v % self.D], st.local)
+        applied = ev["apply"] & ev["push"]
+        new_server = jax.lax.cond(
+            applied, lambda s: server.apply_one(s, g, v, ev["worker"], read_params), lambda s: s, st.server
+        )
+        slot = new_server.version % self.D
+        ring = jax.tree.map(lambda x, p: x.at[slot].set(jnp.where(applied, p, x[slot])), st.local, new_server.params)
+        return st._replace(server=new_server, local=ring)
 
     def _apply(self, server: Server, st: SimState) -> SimState:
         read_params = jax.tree.map(lambda x: x[st.pend_worker], st.snap if self.local_updates else st.local)

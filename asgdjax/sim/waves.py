@@ -53,5 +53,6 @@ def wave_arrays(trace: Trace, start: int, stop: int, wave_size: int, indices: np
         "push": col(trace.push, False),
         "apply": col(trace.apply, False),
         "fetch": col(trace.fetch),
+        "v_read": col(trace.v_read),
         "indices": np.concatenate([indices, np.zeros((pad, batch), np.int32)]).astype(np.int32),
     }

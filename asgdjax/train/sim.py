@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from asgdjax.sim.config import group_size, hparams_from_config, schedule_from_config, server_factory
+from asgdjax.sim.config import group_size, hparams_from_config, memory, schedule_from_config, server_factory
 from asgdjax.sim.engine import Simulator, make_streams
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
 
@@ -26,6 +26,7 @@ def run_sim(ctx: RunContext) -> dict:
         local_updates=local_updates,
         strategy=config.sim_strategy,
         chunk=config.sim_chunk,
+        ring_depth=int(trace.staleness.max()) + 1 if memory(config) == "ring" else 0,
     )
     hparams = hparams_from_config(config)
     state = sim.init(ctx.task.model.init(jax.random.key(config.seed)), hparams)
@@ -76,6 +77,7 @@ def run_sim(ctx: RunContext) -> dict:
             "staleness_hist": stats["staleness_hist"],
             "virtual_time": stats["virtual_time"],
             "sim_strategy": sim.strategy,
+            "sim_memory": f"ring of {sim.D} versions" if sim.D else f"{config.num_workers} worker copies",
             "compiled_calls": len(bounds) - 1,
             "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
         },

@@ -109,6 +109,29 @@ def measure(model: str, dataset: str, steps: int) -> dict:
         out[f"ratio_{mode}"] = base / t_sim
         best_ratio = max(best_ratio, base / t_sim)
         print(f"{model:12s} sim[{mode}] {steps / t_sim:8.1f} upd/s  ratio {base / t_sim:.2f}")
+    # Memory: per-worker copies (K) against a ring of the last D = max staleness + 1 versions.
+    depth = int(trace.staleness.max()) + 1
+    ring = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), K, ring_depth=depth)
+
+    def run_ring(hp={"learning_rate": lr}):  # noqa: B006 (read-only default)
+        st = ring.init(params, hp)
+        st = ring.run(st, trace, data, hp, streams, key)
+        jax.block_until_ready(st.server.params)
+
+    run_ring()
+    t_ring = best_time(run_ring)
+    pbytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    out.update(
+        param_bytes=pbytes,
+        workers_memory_bytes=K * pbytes,
+        ring_depth=depth,
+        ring_memory_bytes=depth * pbytes,
+        sim_ring_updates_per_s=steps / t_ring,
+    )
+    print(
+        f"{model:12s} memory: {K} worker copies {K * pbytes / 2**20:.1f} MiB at {out.get('sim_sequential_updates_per_s', 0):.1f} "
+        f"upd/s; ring of {depth} versions {depth * pbytes / 2**20:.1f} MiB at {steps / t_ring:.1f} upd/s"
+    )
     out["ratio"] = best_ratio
     print(
         f"{model:12s} plain loop {steps / t_loop:8.1f} upd/s, scan chunks {steps / t_scan:8.1f} upd/s "
