@@ -6,6 +6,7 @@ asgdjax-train --config=asgdjax/configs/mnist.py --workdir=runs/mnist --config.mo
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -14,7 +15,6 @@ from ml_collections import config_flags
 import asgdjax.configs
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(asgdjax.configs.__file__), "default.py")
-config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file (python).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds a run); default runs/<config name>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -51,8 +51,27 @@ def _fail(message: str) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point: config overrides are checked before anything runs (one-line errors)."""
+    try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
+        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file.", lock_config=True)
+    except (AttributeError, KeyError) as e:
+        name = re.search(r"'([\w.]+)", str(e))
+        hint = re.search(r'Did you mean "([\w.]+)"', str(e).replace("\\", ""))
+        _fail(
+            f"unknown config key {name.group(1) if name else e!r}"
+            + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+            + "; allowed: the keys of asgdjax/configs/base.py"
+        )
+    except (ValueError, TypeError) as e:
+        _fail(f"bad config override: {e}")
+    app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
 
 
 if __name__ == "__main__":

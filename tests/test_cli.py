@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-TRAIN = [sys.executable, "-m", "asgdjax.main"]
+TRAIN = [sys.executable, "-c", "from asgdjax.main import run; run()"]
 
 
 def run(args, tmp_path, env=None):
@@ -39,10 +39,15 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.steps=-5", "steps=-5 is not allowed; use a positive integer"),
         ("--config.learning_rate=nan", "learning_rate=nan is not allowed"),
         ("--config.num_workers=0", "num_workers=0 is not allowed"),
+        ("--config.stepz=5", "unknown config key 'stepz'"),
+        ("--config.steps=abc", "--config.steps=abc: invalid literal for int()"),
+        ("--config.rule=fancy --config.mode=sim", "unknown rule 'fancy'; allowed: none, staleness_lr"),
+        ("--config.mode=sim --config.max_staleness=-3", "max_staleness=-3 is not allowed"),
+        ("--config.mode=sim --config.delay.kind=gamma", "unknown delay.kind 'gamma'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):
-    out = run([flag, "--workdir=run", "--noprogress"], tmp_path)
+    out = run([*flag.split(), "--workdir=run", "--noprogress"], tmp_path)
     assert out.returncode == 2
     err = [x for x in out.stderr.splitlines() if x.strip()]
     assert err[-1].startswith("asgdjax-train: error: ") and message in err[-1], out.stderr
