@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# 8 CPU devices for the runtime and sharding tests; set before JAX starts (the 2 cores are shared).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
 import pytest
 
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

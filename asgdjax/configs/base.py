@@ -25,6 +25,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     # Asynchrony (mode=sim and mode=async).
     c.num_workers = 1
+    c.devices = ""  # mode=async: comma-separated device ids per worker; "" = round-robin over jax.devices()
+    c.cpu_devices = 0  # split the host CPU into this many JAX devices (0 = leave JAX's default)
     c.protocol = "async"  # async | softsync | sync
     c.softsync_n = 1  # n-softsync: the server applies every floor(num_workers / n) arrivals
     c.rule = "none"  # none | staleness_lr | dc_asgd | dc_asgd_adaptive | delay_adaptive

@@ -9,6 +9,7 @@ from asgdjax.errors import ConfigError
 from asgdjax.optim import make_optimizer
 from asgdjax.rules import RULES, make_rule
 from asgdjax.server import Server
+from asgdjax.sim.protocol import Protocol
 from asgdjax.sim.schedule import PROTOCOLS, make_schedule
 from asgdjax.sim.trace import Trace
 
@@ -69,6 +70,29 @@ def schedule_from_config(config) -> Trace:
         n_push=config.n_push,
         warm_start_steps=config.warm_start_steps,
     )
+
+
+def protocol_from_config(config) -> Protocol:
+    """The server protocol state machine of this config (what the runtime's coordinator drives)."""
+    return Protocol(
+        config.num_workers,
+        config.steps,
+        group=group_size(config) if config.protocol == "softsync" else 1,
+        max_staleness=0 if config.protocol == "sync" else config.max_staleness,
+        n_fetch=config.n_fetch,
+        n_push=config.n_push,
+        warm_start_steps=config.warm_start_steps,
+    )
+
+
+def expected_updates(config) -> int:
+    """Server updates this protocol makes for config.steps gradients when no worker waits on the SSP bound."""
+    pushes = max(1, config.steps // config.n_push)
+    if config.protocol == "sync":
+        return max(1, -(-pushes // config.num_workers))
+    if config.protocol == "softsync":
+        return max(1, -(-pushes // group_size(config)))
+    return pushes
 
 
 def group_size(config) -> int:

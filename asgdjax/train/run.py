@@ -24,6 +24,8 @@ RESUMABLE_CHANGES = ("steps", "eval_every", "log_every", "checkpoint_every", "da
 def train(config, workdir: str, show_progress: bool = True) -> dict:
     """Run `config` in `workdir` (resuming what is there) and return the summary written to summary.json."""
     validate(config)
+    if config.cpu_devices:
+        _force_cpu_devices(config.cpu_devices)
     os.makedirs(workdir, exist_ok=True)
     _check_workdir_config(config, workdir)
     dataset = load_dataset(config.dataset, config.data_dir or None)
@@ -91,7 +93,21 @@ def _run_mode(ctx: RunContext) -> dict:
         from asgdjax.train.sim import run_sim
 
         return run_sim(ctx)
-    raise ConfigError(f"mode {mode!r} is not available yet in this version; allowed: sync, sim")
+    from asgdjax.train.async_mode import run_async
+
+    return run_async(ctx)
+
+
+def _force_cpu_devices(n: int) -> None:
+    """Split the host CPU into n JAX devices (must happen before JAX starts its backend)."""
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        if len(jax.devices("cpu")) != n:
+            raise ConfigError(
+                f"cpu_devices={n} cannot be applied: JAX already started with {len(jax.devices('cpu'))} CPU "
+                f"devices; set XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting"
+            ) from None
 
 
 def _check_workdir_config(config, workdir: str) -> None:
