@@ -78,8 +78,6 @@ def test_sim_mode_replays_dai_et_al_uniform_staleness_from_a_version_ring(tmp_pa
 
 
 def test_async_mode_reports_runtime_metrics_and_its_trace_replays(tmp_path):
-    from asgdjax.sim.config import hparams_from_config, server_factory
-    from asgdjax.sim.engine import Simulator, make_streams
 
     c = config(mode="async", num_workers=4, rule="staleness_lr", steps=60)
     s = train(c, str(tmp_path / "async"), show_progress=False)
@@ -88,24 +86,16 @@ def test_async_mode_reports_runtime_metrics_and_its_trace_replays(tmp_path):
     assert 0 <= s["staleness_mean"] <= s["staleness_max"]
     trace = Trace.load(s["trace"])
     assert trace.meta["source"] == "runtime" and trace.num_gradients == 60
-    # Replay the recorded trace in the simulator with the same config: the same final parameters.
-    from asgdjax.data import load_dataset
-    from asgdjax.models import get_model
-    from asgdjax.train.task import Task, device_data
-
-    ds = load_dataset("digits")
-    task = Task(get_model("small_cnn", 10, ds.spec.image_shape), ds.spec, False)
-    sim = Simulator(task, server_factory(c, trace.meta["lr_schedule_updates"]), 4)
-    hp = hparams_from_config(c)
-    streams = make_streams(ds.num_train, c.batch_size, c.seed, 4)
-    out = sim.run(
-        sim.init(task.model.init(jax.random.key(c.seed)), hp),
-        trace,
-        device_data(ds),
-        hp,
-        streams,
-        jax.random.key(c.seed + 1),
+    # Replay the recorded trace in the simulator (mode=sim, trace=...): the same final parameters.
+    r = train(
+        config(mode="sim", num_workers=4, rule="staleness_lr", steps=60, trace=s["trace"]),
+        str(tmp_path / "replay"),
+        show_progress=False,
     )
+    assert r["updates"] == 60
     _, saved = final_params(tmp_path / "async", 60)
-    for x, y in zip(jax.tree.leaves(out.server.params), jax.tree.leaves(saved["params"]), strict=True):
-        np.testing.assert_allclose(np.asarray(x), y, atol=1e-6, rtol=1e-5)
+    _, replayed = final_params(tmp_path / "replay", 60)
+    for x, y in zip(
+        jax.tree.leaves(replayed["sim"]["server"]["params"]), jax.tree.leaves(saved["params"]), strict=True
+    ):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5)

@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
+    c.trace = ""  # mode=sim: replay this trace.npz (e.g. from mode=async) instead of generating a schedule
     c.sim_strategy = "auto"  # simulator: sequential (CPU) | waves (GPU) | auto
     c.sim_memory = "auto"  # simulator: workers (K copies) | ring (last D versions) | auto
     c.sim_chunk = 0  # simulator: events per compiled call; 0 = 10 (sequential) or num_workers (waves)

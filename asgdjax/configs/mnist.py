@@ -15,9 +15,9 @@ def get_config():
     c.model = "small_cnn"
     c.batch_size = 64
     c.steps = 2500
-    c.learning_rate = 0.05
+    c.learning_rate = 0.1
     c.lr_schedule = "cosine"
-    c.momentum = 0.9
+    c.momentum = 0.5
     c.log_every = 100
     c.eval_every = 500
     c.checkpoint_every = 1000

@@ -7,20 +7,22 @@ import os
 import jax
 import numpy as np
 
+from asgdjax.errors import ConfigError
 from asgdjax.sim.config import group_size, hparams_from_config, memory, schedule_from_config, server_factory
 from asgdjax.sim.engine import Simulator, make_streams
+from asgdjax.sim.trace import Trace
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
 
 
 def run_sim(ctx: RunContext) -> dict:
     """Simulate config.num_workers asynchronous workers for config.steps gradients (resumable)."""
     config = ctx.config
-    trace = schedule_from_config(config)
+    trace = load_trace(config) if config.trace else schedule_from_config(config)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
     local_updates = config.n_fetch > 1 or config.n_push > 1
     sim = Simulator(
         ctx.task,
-        server_factory(config, trace.num_updates),
+        server_factory(config, int(trace.meta.get("lr_schedule_updates", trace.num_updates))),
         config.num_workers,
         group_size=group_size(config),
         local_updates=local_updates,
@@ -82,3 +84,19 @@ def run_sim(ctx: RunContext) -> dict:
             "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
         },
     }
+
+
+def load_trace(config) -> Trace:
+    """A recorded trace (e.g. a runtime's trace.npz) to replay instead of generating a schedule."""
+    if not os.path.exists(config.trace):
+        raise ConfigError(f"trace={config.trace!r} does not exist; give a trace.npz written by a run")
+    trace = Trace.load(config.trace)
+    if trace.num_workers != config.num_workers or trace.num_gradients != config.steps:
+        raise ConfigError(
+            f"trace={config.trace!r} has {trace.num_workers} workers and {trace.num_gradients} gradients; "
+            f"set num_workers={trace.num_workers} and steps={trace.num_gradients} (the recorded run's values)"
+        )
+    for key in ("n_fetch", "n_push"):
+        if key in trace.meta and trace.meta[key] != config[key]:
+            raise ConfigError(f"trace={config.trace!r} was recorded with {key}={trace.meta[key]}; set the same")
+    return trace
