@@ -25,8 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)
-	for b in experiments/bench/*.py; do $(PY) $$b --quick || exit 1; done
+BENCHES := sim_overhead sweep vs_torch runtime_overhead runtime_scaling
+
+bench: $(STAMP)  # CPU benchmarks, --quick; vs_torch needs `pip install torch==2.13.0`; GPU: experiments/bench/gpu_check.sh
+	cd experiments/bench && for b in $(BENCHES); do ../../$(PY) $$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

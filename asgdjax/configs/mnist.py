@@ -17,7 +17,10 @@ def get_config():
     c.steps = 2500
     c.learning_rate = 0.1
     c.lr_schedule = "cosine"
-    c.momentum = 0.5
+    c.momentum = 0.5  # async-friendly: asynchrony itself adds momentum (Mitliagkas et al. 2016)
+    # Used by mode=sim / mode=async only: the paper's warm start and Zhang et al.'s lr0/tau.
+    c.rule = "staleness_lr"
+    c.warm_start_steps = 250
     c.log_every = 100
     c.eval_every = 500
     c.checkpoint_every = 1000

@@ -42,12 +42,9 @@ def matmul_tflops(dtype, n=8192, reps=10) -> float:
     return 2 * n**3 * reps / t / 1e12
 
 
-def main(argv):
-    del argv
-    steps = 10 if FLAGS.quick else 30
-    b = FLAGS.batch
+def alexnet_task(n: int):
+    """(task, device data, params) for AlexNet on n synthetic 224x224 images held on the device."""
     rng = np.random.default_rng(0)
-    n = 4 * b
     ds = ArrayDataset(
         SPEC,
         rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8),
@@ -56,8 +53,15 @@ def main(argv):
         np.zeros(1, np.int32),
     )
     task = Task(get_model("alexnet", 1000, (224, 224, 3)), SPEC, augment=False)
-    data = device_data(ds)
-    params = task.model.init(jax.random.key(0))
+    return task, device_data(ds), task.model.init(jax.random.key(0))
+
+
+def main(argv):
+    del argv
+    steps = 10 if FLAGS.quick else 30
+    b = FLAGS.batch
+    n = 4 * b
+    task, data, params = alexnet_task(n)
     opt = optax.sgd(0.01, momentum=0.9)
     step = make_sync_step(task, opt)
     stream = WorkerStream(n, b, 0)

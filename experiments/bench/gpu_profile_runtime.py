@@ -7,29 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from common import best_time
-from gpu_alexnet import SPEC
+from gpu_alexnet import alexnet_task
 
-from asgdjax.data import ArrayDataset, WorkerStream
-from asgdjax.models import get_model
+from asgdjax.data import WorkerStream
 from asgdjax.rules import plain
 from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim.protocol import Protocol
 from asgdjax.train.sync import make_sync_step
-from asgdjax.train.task import Task, batch_key, device_data
+from asgdjax.train.task import batch_key
 
 b, n, steps = 128, 512, 30
-rng = np.random.default_rng(0)
-ds = ArrayDataset(
-    SPEC,
-    rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8),
-    rng.integers(0, 1000, n).astype(np.int32),
-    np.zeros((1, 224, 224, 3), np.uint8),
-    np.zeros(1, np.int32),
-)
-task = Task(get_model("alexnet", 1000, (224, 224, 3)), SPEC, augment=False)
-data = device_data(ds)
-params = task.model.init(jax.random.key(0))
+task, data, params = alexnet_task(n)
 key = jax.random.key(1)
 stream = WorkerStream(n, b, 0)
 grad = jax.jit(lambda p, d, idx, w, s: task.grad(p, d, idx, batch_key(key, w, s)))
