@@ -29,6 +29,7 @@ flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("models", "small_cnn,mlp", "Models (on MNIST): small_cnn, mlp.")
 flags.DEFINE_integer("workers", 8, "Simulated workers K.")
 flags.DEFINE_integer("batch", 32, "Batch size per gradient.")
+flags.DEFINE_integer("chunk", 0, "Simulator events per compiled call (0 = its default, 10).")
 FLAGS = flags.FLAGS
 LR = 0.01
 
@@ -85,7 +86,7 @@ def measure(name: str, steps: int) -> dict:
     task, data, ds, source = bench_task("mnist", name)
     trace = make_schedule(jax.random.key(2), FLAGS.workers, steps, DelayModel("exponential"))
     streams = make_streams(ds.num_train, FLAGS.batch, 0, FLAGS.workers)
-    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), FLAGS.workers)
+    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), FLAGS.workers, chunk=FLAGS.chunk)
     params = task.model.init(jax.random.key(0))
     hp = {"learning_rate": LR}
 
