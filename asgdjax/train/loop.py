@@ -79,6 +79,13 @@ def crossed(prev: int, done: int, every: int) -> bool:
     return done // every > prev // every
 
 
+def logging_due(config, prev: int, done: int) -> bool:
+    """Whether advancing from `prev` to `done` steps crosses a log, eval or checkpoint boundary (or ends)."""
+    return done == config.steps or any(
+        crossed(prev, done, every) for every in (config.log_every, config.eval_every, config.checkpoint_every)
+    )
+
+
 def log_and_eval(ctx: RunContext, done: int, params, losses: list, prev: int | None = None, **extra) -> None:
     """Every log_every steps write the mean training loss; every eval_every (and at the end) evaluate.
 

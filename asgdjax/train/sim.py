@@ -11,7 +11,7 @@ from asgdjax.errors import ConfigError
 from asgdjax.sim.config import group_size, hparams_from_config, memory, schedule_from_config, server_factory
 from asgdjax.sim.engine import Simulator, make_streams
 from asgdjax.sim.trace import Trace
-from asgdjax.train.loop import RunContext, crossed, log_and_eval
+from asgdjax.train.loop import RunContext, crossed, log_and_eval, logging_due
 
 
 def run_sim(ctx: RunContext) -> dict:
@@ -46,8 +46,10 @@ def run_sim(ctx: RunContext) -> dict:
         progress.update(grads=done, event=event)
         losses.append(wave_losses)
         bar.update(done - prev)
-        prefix = trace.slice(event)
-        stats = prefix.stats()
+        # Only touch device values when a record is due: a sync per chunk would stall the dispatch pipeline.
+        if not (logging_due(config, prev, done) or event == len(trace)):
+            return
+        stats = trace.slice(event).stats()
         log_and_eval(
             ctx,
             done,
