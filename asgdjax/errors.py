@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A config value, dataset or workdir that cannot be used; the message names it and what is allowed."""
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or exceeded max_train_loss; the last good checkpoint is kept."""

@@ -20,7 +20,7 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv) -> None:
-    from asgdjax.errors import ConfigError
+    from asgdjax.errors import ConfigError, Diverged
 
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]!r}; pass settings as --config.KEY=VALUE")
@@ -37,6 +37,9 @@ def main(argv) -> None:
         summary = train(config, workdir, show_progress=flags.FLAGS.progress)
     except ConfigError as e:
         _fail(str(e))
+    except Diverged as e:
+        print(f"asgdjax-train: stopped: {e}", file=sys.stderr)
+        sys.exit(3)
     print_summary(summary)
 
 

@@ -4,6 +4,11 @@ An update applies a *group* of arriving gradients (one for plain A-SGD, c for n-
 SGD or a group released by the SSP bound): each gradient goes through the staleness rule with its own
 staleness and read snapshot, the group is averaged, then the optimizer steps once and the version grows by
 one. Slots beyond `count` are padding and leave the state untouched, so the shapes are fixed for jit.
+
+Guards: a gradient holding NaN or Inf, or (with `staleness_cap` >= 0) one staler than the cap, is rejected:
+it is left out of its group, counted per worker in `ServerState.rejected`, and a group left empty makes
+no update. The version still grows, so versions count server decisions the same way in the simulator, the
+runtime and the trace (no host round-trip is needed to know whether an update was accepted).
 """
 
 from __future__ import annotations
@@ -14,31 +19,46 @@ import jax
 import jax.numpy as jnp
 import optax
 
+NONFINITE, STALE = 0, 1  # columns of ServerState.rejected
+
 
 class ServerState(NamedTuple):
     params: optax.Params
     opt_state: optax.OptState
     rule_state: optax.OptState
-    version: jax.Array  # int32: number of updates applied so far
+    version: jax.Array  # int32: number of server decisions (updates) so far
+    rejected: jax.Array  # int32[num_workers, 2]: gradients rejected per worker (non-finite, too stale)
 
 
 class Server(NamedTuple):
-    """A staleness rule and an optimizer; `init` and `apply` are pure."""
+    """A staleness rule and an optimizer, plus the guards; `init` and `apply` are pure."""
 
     rule: optax.GradientTransformationExtraArgs
     optimizer: optax.GradientTransformation
+    num_workers: int = 1
+    staleness_cap: int = -1  # -1: no cap
 
     def init(self, params) -> ServerState:
-        return ServerState(params, self.optimizer.init(params), self.rule.init(params), jnp.zeros((), jnp.int32))
+        return ServerState(
+            params,
+            self.optimizer.init(params),
+            self.rule.init(params),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((self.num_workers, 2), jnp.int32),
+        )
 
     def apply(self, state: ServerState, grads, read_versions, workers, read_params, count) -> ServerState:
-        """Apply slots [0, count) of the stacked group (leading axis G) as one update.
+        """Apply the accepted slots of [0, count) of the stacked group (leading axis G) as one update.
 
         grads, read_params: pytrees with leading axis G; read_versions, workers: int32[G]; count: int32.
         Staleness of slot j is `state.version - read_versions[j]`.
         """
         num_slots = workers.shape[0]
         staleness = state.version - read_versions
+        finite = jax.vmap(_all_finite)(grads)
+        valid = jnp.arange(num_slots) < count
+        ok = valid & finite & self._fresh(staleness)
+        rejected = self._count_rejections(state.rejected, workers, valid, finite, staleness)
 
         def body(carry, j):
             total, rule_state = carry
@@ -47,20 +67,23 @@ class Server(NamedTuple):
             g, new_rule_state = self.rule.update(
                 g, rule_state, state.params, staleness=staleness[j], read_params=rp, worker=workers[j]
             )
-            valid = j < count
-            total = jax.tree.map(lambda t, x: t + jnp.where(valid, x, jnp.zeros_like(x)), total, g)
-            rule_state = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_rule_state, rule_state)
+            total = jax.tree.map(lambda t, x: t + jnp.where(ok[j], x, jnp.zeros_like(x)), total, g)
+            rule_state = jax.tree.map(lambda new, old: jnp.where(ok[j], new, old), new_rule_state, rule_state)
             return (total, rule_state), None
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        if num_slots == 1:
-            (total, rule_state), _ = body((zeros, state.rule_state), 0)
-        else:
-            (total, rule_state), _ = jax.lax.scan(body, (zeros, state.rule_state), jnp.arange(num_slots))
-        mean = jax.tree.map(lambda t: t / jnp.maximum(count, 1).astype(t.dtype), total)
-        updates, opt_state = self.optimizer.update(mean, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return ServerState(params, opt_state, rule_state, state.version + 1)
+        def update(s: ServerState) -> ServerState:
+            zeros = jax.tree.map(jnp.zeros_like, s.params)
+            if num_slots == 1:
+                (total, rule_state), _ = body((zeros, s.rule_state), 0)
+            else:
+                (total, rule_state), _ = jax.lax.scan(body, (zeros, s.rule_state), jnp.arange(num_slots))
+            n = jnp.sum(ok).astype(jnp.float32)
+            mean = jax.tree.map(lambda t: t / n.astype(t.dtype), total)
+            updates, opt_state = self.optimizer.update(mean, s.opt_state, s.params)
+            return s._replace(params=optax.apply_updates(s.params, updates), opt_state=opt_state, rule_state=rule_state)
+
+        state = jax.lax.cond(jnp.any(ok), update, lambda s: s, state)
+        return state._replace(version=state.version + 1, rejected=rejected)
 
     def apply_one(self, state: ServerState, grad, read_version, worker, read_params) -> ServerState:
         """A single arrival (plain A-SGD): rule, optimizer, version + 1, with no group bookkeeping.
@@ -68,14 +91,31 @@ class Server(NamedTuple):
         Equal to `apply` with a group of one up to float rounding (no masking or averaging passes over the
         parameters, which for a 61M-parameter AlexNet cost as much as the optimizer itself).
         """
-        g, rule_state = self.rule.update(
-            grad,
-            state.rule_state,
-            state.params,
-            staleness=state.version - jnp.asarray(read_version, jnp.int32),
-            read_params=read_params,
-            worker=jnp.asarray(worker, jnp.int32),
-        )
-        updates, opt_state = self.optimizer.update(g, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return ServerState(params, opt_state, rule_state, state.version + 1)
+        worker = jnp.asarray(worker, jnp.int32)
+        staleness = state.version - jnp.asarray(read_version, jnp.int32)
+        finite = _all_finite(grad)
+        ok = finite & self._fresh(staleness)
+        rejected = self._count_rejections(state.rejected, worker[None], True, finite[None], staleness[None])
+
+        def update(s: ServerState) -> ServerState:
+            g, rule_state = self.rule.update(
+                grad, s.rule_state, s.params, staleness=staleness, read_params=read_params, worker=worker
+            )
+            updates, opt_state = self.optimizer.update(g, s.opt_state, s.params)
+            return s._replace(params=optax.apply_updates(s.params, updates), opt_state=opt_state, rule_state=rule_state)
+
+        state = jax.lax.cond(ok, update, lambda s: s, state)
+        return state._replace(version=state.version + 1, rejected=rejected)
+
+    def _fresh(self, staleness):
+        return staleness <= self.staleness_cap if self.staleness_cap >= 0 else jnp.ones_like(staleness, bool)
+
+    def _count_rejections(self, rejected, workers, valid, finite, staleness):
+        bad = valid & ~finite
+        stale = valid & finite & ~self._fresh(staleness)
+        rejected = rejected.at[workers, NONFINITE].add(bad.astype(jnp.int32))
+        return rejected.at[workers, STALE].add(stale.astype(jnp.int32))
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))

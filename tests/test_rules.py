@@ -89,3 +89,28 @@ def test_server_group_averages_rule_outputs_and_ignores_padding():
 def test_unknown_rule_names_the_allowed_ones():
     with pytest.raises(ConfigError, match="unknown rule 'fancy'; allowed: none, staleness_lr"):
         make_rule("fancy", 4)
+
+
+def test_server_rejects_nonfinite_gradients_and_counts_them_per_worker():
+    server = Server(plain(), optax.sgd(1.0), num_workers=3)
+    state = server.init(W)
+    bad = {"a": jnp.array([jnp.nan, 1.0]), "b": jnp.array(1.0)}
+    new = server.apply_one(state, bad, read_version=0, worker=2, read_params=WR)
+    close(new.params, W)  # untouched
+    assert int(new.version) == 1 and new.rejected.tolist() == [[0, 0], [0, 0], [1, 0]]
+    # In a group the bad slot is left out and the others are averaged.
+    grads = {"a": jnp.stack([G["a"], bad["a"]]), "b": jnp.stack([G["b"], bad["b"]])}
+    reads = {"a": jnp.stack([WR["a"]] * 2), "b": jnp.stack([WR["b"]] * 2)}
+    new = server.apply(state, grads, jnp.array([0, 0]), jnp.array([0, 1]), reads, jnp.int32(2))
+    close(new.params, {"a": [0.5, 3.0], "b": 1.0})
+    assert new.rejected.tolist() == [[0, 0], [1, 0], [0, 0]]
+
+
+def test_staleness_cap_drops_old_gradients():
+    server = Server(plain(), optax.sgd(1.0), num_workers=2, staleness_cap=2)
+    state = server.init(W)._replace(version=jnp.int32(5))
+    old = server.apply_one(state, G, read_version=2, worker=1, read_params=WR)  # tau 3 > 2
+    close(old.params, W)
+    assert old.rejected.tolist() == [[0, 0], [0, 1]] and int(old.version) == 6
+    fresh = server.apply_one(state, G, read_version=3, worker=1, read_params=WR)  # tau 2
+    close(fresh.params, {"a": [0.5, 3.0], "b": 1.0})

@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.weight_decay = 0.0
     c.lr_schedule = "constant"  # constant | cosine (decays to 0 over the run's updates)
     c.seed = 0
+    c.max_train_loss = 100.0  # guard: a logged training loss that is NaN or above this stops the run
     c.log_every = 50
     c.eval_every = 250
     c.checkpoint_every = 500
@@ -35,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.n_push = 1  # Downpour: push the accumulated gradient every n_push local steps
     c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
+    c.staleness_cap = -1  # guard: drop gradients staler than this (counted per worker); -1 = keep all
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
     c.trace = ""  # mode=sim: replay this trace.npz (e.g. from mode=async) instead of generating a schedule
     c.sim_strategy = "auto"  # simulator: sequential (CPU) | waves (GPU) | auto

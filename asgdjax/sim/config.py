@@ -37,6 +37,8 @@ def validate_async(config) -> None:
         )
     if config.protocol == "softsync" and config.max_staleness >= 0:
         raise ConfigError("max_staleness is not allowed with protocol='softsync'; use -1 or protocol='async'")
+    if not isinstance(config.staleness_cap, int) or config.staleness_cap < -1:
+        raise ConfigError(f"staleness_cap={config.staleness_cap!r} is not allowed; use -1 (no cap) or >= 0")
     if config.sim_memory not in ("auto", "workers", "ring"):
         raise ConfigError(f"unknown sim_memory {config.sim_memory!r}; allowed: auto, workers, ring")
     delays = DelayModel.from_config(config.delay)
@@ -117,7 +119,7 @@ def server_factory(config, total_updates: int):
             config.lr_schedule,
             total_updates,
         )
-        return Server(rule, opt)
+        return Server(rule, opt, num_workers=config.num_workers, staleness_cap=config.staleness_cap)
 
     return make
 

@@ -18,6 +18,7 @@ from asgdjax.sim.config import (
 )
 from asgdjax.sim.engine import make_streams
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
+from asgdjax.train.sim import rejection_summary
 
 
 def run_async(ctx: RunContext) -> dict:
@@ -65,6 +66,7 @@ def run_async(ctx: RunContext) -> dict:
     wait = (trace.t_apply - trace.t_arrive)[trace.push]
     summary = {
         "num_workers": config.num_workers,
+        **rejection_summary(server.rejected),
         "devices": [str(d) for d in devices],
         "protocol": config.protocol,
         "rule": config.rule,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 
@@ -11,6 +12,7 @@ import optax
 from tqdm.auto import tqdm
 
 from asgdjax.data import ArrayDataset
+from asgdjax.errors import Diverged
 from asgdjax.train.outputs import Checkpoints, MetricsWriter
 from asgdjax.train.task import Task
 
@@ -79,6 +81,22 @@ def crossed(prev: int, done: int, every: int) -> bool:
     return done // every > prev // every
 
 
+def _check_divergence(ctx: RunContext, done: int, loss: float) -> None:
+    limit = ctx.config.max_train_loss
+    if not math.isfinite(loss) or loss > limit:
+        last = ctx.checkpoints.latest_step()
+        kept = (
+            f"the last good checkpoint (step {last}) is kept in {ctx.checkpoints.directory}"
+            if last
+            else "no checkpoint was written yet"
+        )
+        ctx.writer.write(done, train_loss=loss if math.isfinite(loss) else str(loss), diverged=True)
+        raise Diverged(
+            f"the run diverged at step {done}: train_loss={loss:.4g} (limit max_train_loss={limit:g}); {kept}; "
+            "lower learning_rate or use a staleness rule"
+        )
+
+
 def logging_due(config, prev: int, done: int) -> bool:
     """Whether advancing from `prev` to `done` steps crosses a log, eval or checkpoint boundary (or ends)."""
     return done == config.steps or any(
@@ -95,8 +113,10 @@ def log_and_eval(ctx: RunContext, done: int, params, losses: list, prev: int | N
     prev = done - 1 if prev is None else prev
     record = {}
     if (crossed(prev, done, config.log_every) or done == config.steps) and losses:
+        # nanmean: padded simulator slots are NaN; a diverged model is NaN everywhere and still shows as NaN
         record["train_loss"] = float(jnp.nanmean(jnp.concatenate([jnp.ravel(x) for x in losses])))
         losses.clear()
+        _check_divergence(ctx, done, record["train_loss"])
     if crossed(prev, done, config.eval_every) or done == config.steps:
         record.update(ctx.evaluate(params))
     if record:

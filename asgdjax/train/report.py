@@ -13,6 +13,8 @@ def print_summary(summary: dict) -> None:
     ]
     if "staleness_mean" in summary:
         rows.append(("staleness mean / max", f"{summary['staleness_mean']:.2f} / {summary['staleness_max']}"))
+    if summary.get("rejected_nonfinite") or summary.get("rejected_stale"):
+        rows.append(("rejected (NaN/Inf, stale)", f"{summary['rejected_nonfinite']} / {summary['rejected_stale']}"))
     if "virtual_time" in summary:
         rows.append(("virtual time", f"{summary['virtual_time']:.1f}"))
     rows += [

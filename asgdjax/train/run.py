@@ -18,7 +18,7 @@ from asgdjax.train.task import Task, device_data
 from asgdjax.train.validate import validate
 
 # Keys that may change between a run and its resumption (everything else must match the workdir's run).
-RESUMABLE_CHANGES = ("steps", "eval_every", "log_every", "checkpoint_every", "data_dir")
+RESUMABLE_CHANGES = ("steps", "eval_every", "log_every", "checkpoint_every", "data_dir", "max_train_loss")
 
 
 def train(config, workdir: str, show_progress: bool = True) -> dict:

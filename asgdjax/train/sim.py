@@ -80,11 +80,22 @@ def run_sim(ctx: RunContext) -> dict:
             "staleness_max": stats["staleness_max"],
             "staleness_hist": stats["staleness_hist"],
             "virtual_time": stats["virtual_time"],
+            **rejection_summary(state.server.rejected),
             "sim_strategy": sim.strategy,
             "sim_memory": f"ring of {sim.D} versions" if sim.D else f"{config.num_workers} worker copies",
             "compiled_calls": len(bounds) - 1,
             "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
         },
+    }
+
+
+def rejection_summary(rejected) -> dict:
+    """Totals and per-worker counts of gradients the server's guards rejected."""
+    r = np.asarray(rejected)
+    return {
+        "rejected_nonfinite": int(r[:, 0].sum()),
+        "rejected_stale": int(r[:, 1].sum()),
+        "rejected_per_worker": r.tolist(),
     }
 
 

@@ -21,6 +21,7 @@ def validate(config) -> None:
     for key in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_workers"):
         _positive_int(key, config[key])
     _finite_positive("learning_rate", config.learning_rate)
+    _finite_positive("max_train_loss", config.max_train_loss)
     if isinstance(config.cpu_devices, bool) or not isinstance(config.cpu_devices, int) or config.cpu_devices < 0:
         raise ConfigError(f"cpu_devices={config.cpu_devices!r} is not allowed; use 0 (default) or a positive integer")
     if not (isinstance(config.momentum, (int, float)) and 0 <= config.momentum < 1):
