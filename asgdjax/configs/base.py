@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.n_push = 1  # Downpour: push the accumulated gradient every n_push local steps
     c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
+    c.max_worker_failures = 3  # mode=async: a worker failing more often than this is dropped
+    c.worker_timeout = 0.0  # mode=async: seconds a step may take before it counts as failed; 0 = no limit
+    c.fail_at = ""  # fault drill: "worker:step[:hang],..." fails those steps (sim and async)
     c.staleness_cap = -1  # guard: drop gradients staler than this (counted per worker); -1 = keep all
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
     c.trace = ""  # mode=sim: replay this trace.npz (e.g. from mode=async) instead of generating a schedule

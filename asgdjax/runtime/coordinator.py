@@ -19,6 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from asgdjax.data import WorkerStream
 from asgdjax.server import Server, ServerState
@@ -85,12 +86,20 @@ class Coordinator:
         protocol: Protocol,
         on_apply: Callable[[int, ServerState], None] | None = None,
         measure_every: int = 20,
+        faults: dict[tuple[int, int], str] | None = None,
+        worker_timeout: float = 0.0,
+        max_failures: int = 3,
     ) -> tuple[ServerState, Trace, RuntimeStats]:
         """Train until the protocol's step budget is spent; returns (server state, trace, stats).
 
         on_apply(gradients_executed, server_state) runs after every applied update (logging, eval).
         Every `measure_every`-th apply is timed to completion (apply latency); the others stay async.
+        A worker step that raises, or runs past `worker_timeout` seconds (0: no limit), is a failure:
+        nothing of it is applied, the failure is logged and recorded in the trace, and the worker restarts
+        from the server's parameters (retrying the same step) until it has failed `max_failures` times,
+        then it is dropped. faults {(worker, step): "raise" | "hang"} injects failures (tests, drills).
         """
+        faults = dict(faults or {})
         srv = self.server_device
         server = self.make_server(self.hparams).init(jax.device_put(jax.tree.map(jnp.array, params), srv))
         local = [jax.device_put(server.params, d) for d in self.devices]
@@ -104,6 +113,7 @@ class Coordinator:
         stats = RuntimeStats(np.zeros(self.K, np.int64), np.zeros(self.K))
         started_at: dict[tuple[int, int], float] = {}
         gradients = 0
+        failures = [0] * self.K
         t0 = time.perf_counter()
         # One worker: block on its gradient directly. Several: a thread per in-flight gradient blocks on it
         # (releasing the GIL) so the coordinator can take whichever finishes first.
@@ -113,10 +123,40 @@ class Coordinator:
             for w, s in starts:
                 dev = self.devices[w]
                 started_at[(w, s)] = time.perf_counter()
-                # numpy arguments follow the committed parameters onto the worker's device
-                loss, g = self._grad(local[w], self._data[dev], self.streams[w].batch(s), np.int32(w), np.int32(s))
+                fault = faults.pop((w, s), None)
+                try:
+                    if fault == "raise":
+                        raise RuntimeError(f"injected failure of worker {w} at step {s}")
+                    # numpy arguments follow the committed parameters onto the worker's device
+                    loss, g = self._grad(local[w], self._data[dev], self.streams[w].batch(s), np.int32(w), np.int32(s))
+                except Exception as e:  # noqa: BLE001 (any worker error is a worker failure)
+                    futures[(w, s)] = _Done(None, e)
+                    continue
                 grads[(w, s)] = g
-                futures[(w, s)] = pool.submit(_ready_at, g) if pool else _Done(_ready_at(g))
+                if fault == "hang":
+                    futures[(w, s)] = cf.Future()  # never completes: only the timeout ends it
+                else:
+                    futures[(w, s)] = pool.submit(_ready_at, g) if pool else _Done(_ready_at(g))
+
+        def fail(key, error, t):
+            w, s = key
+            del futures[key]
+            grads.pop(key, None)
+            started_at.pop(key, None)
+            failures[w] += 1
+            drop = failures[w] > max_failures
+            logging.warning(
+                "worker %d failed at step %d (%s); %s",
+                w,
+                s,
+                error,
+                "dropped" if drop else f"restarting from version {version} (failure {failures[w]}/{max_failures})",
+            )
+            first_row = len(protocol.rows)
+            starts = protocol.fail(w, s, t - t0, str(error), drop)
+            for row in protocol.rows[first_row:]:
+                execute(row)
+            dispatch(starts)
 
         def fetch(w):
             snap[w] = server.params
@@ -172,14 +212,28 @@ class Coordinator:
                 apply_pending()  # members flagged fetch-on-apply (2) fetch inside
             if fetch_flag == 1:
                 fetch(w)
+                if s < 0 and self.local_updates:  # a restart (or a join) drops unpushed local gradients
+                    acc[w] = jax.tree.map(jnp.zeros_like, acc[w])
 
         version = 0
         try:
             dispatch(protocol.begin())
             while futures:
-                if pool:
-                    cf.wait(list(futures.values()), return_when=cf.FIRST_COMPLETED)
+                if not any(f.done() for f in futures.values()):
+                    wait = None
+                    if worker_timeout:
+                        wait = max(0.0, min(started_at[k] for k in futures) + worker_timeout - time.perf_counter())
+                    cf.wait(list(futures.values()), timeout=wait, return_when=cf.FIRST_COMPLETED)
+                now = time.perf_counter()
+                for key in [k for k, f in futures.items() if not f.done() and worker_timeout]:
+                    if now - started_at[key] > worker_timeout:
+                        fail(key, TimeoutError(f"no gradient after {worker_timeout:g} s"), now)
+                errors = [(k, f.exception()) for k, f in futures.items() if f.done() and f.exception()]
+                for key, error in errors:
+                    fail(key, error, now)
                 ready = [(f.result(), k) for k, f in futures.items() if f.done()]
+                if not ready:
+                    continue
                 t_done, (w, s) = min(ready, key=lambda x: (x[0], x[1][0]))
                 del futures[(w, s)]
                 stats.steps[w] += 1
@@ -193,24 +247,35 @@ class Coordinator:
             if pending:
                 apply_pending()
             jax.block_until_ready(server.params)
+            if gradients < protocol.num_steps:
+                raise RuntimeError(
+                    f"all {self.K} workers failed more than max_failures={max_failures} times; "
+                    f"{gradients} of {protocol.num_steps} gradients were applied"
+                )
         finally:
             if pool:
                 pool.shutdown(wait=False, cancel_futures=True)
         stats.wall_seconds = time.perf_counter() - t0
-        trace = Trace.from_rows([tuple(r) for r in protocol.rows], self.K, {"source": "runtime"})
+        meta = {"source": "runtime", "failures": protocol.failures}
+        trace = Trace.from_rows([tuple(r) for r in protocol.rows], self.K, meta)
         return server, trace, stats
 
 
 class _Done:
     """A finished future (the single-worker path blocks in the coordinator thread itself)."""
 
-    def __init__(self, value):
-        self.value = value
+    def __init__(self, value, error: BaseException | None = None):
+        self.value, self.error = value, error
 
     def done(self) -> bool:
         return True
 
+    def exception(self):
+        return self.error
+
     def result(self):
+        if self.error is not None:
+            raise self.error
         return self.value
 
 

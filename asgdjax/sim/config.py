@@ -37,6 +37,14 @@ def validate_async(config) -> None:
         )
     if config.protocol == "softsync" and config.max_staleness >= 0:
         raise ConfigError("max_staleness is not allowed with protocol='softsync'; use -1 or protocol='async'")
+    faults = parse_faults(config.fail_at)
+    bad = [w for w, _ in faults if not 0 <= w < config.num_workers]
+    if bad:
+        raise ConfigError(f"fail_at names worker {bad[0]}; allowed: 0..{config.num_workers - 1}")
+    if not isinstance(config.max_worker_failures, int) or config.max_worker_failures < 0:
+        raise ConfigError(f"max_worker_failures={config.max_worker_failures!r} is not allowed; use an integer >= 0")
+    if not isinstance(config.worker_timeout, (int, float)) or config.worker_timeout < 0:
+        raise ConfigError(f"worker_timeout={config.worker_timeout!r} is not allowed; use seconds >= 0 (0 = none)")
     if not isinstance(config.staleness_cap, int) or config.staleness_cap < -1:
         raise ConfigError(f"staleness_cap={config.staleness_cap!r} is not allowed; use -1 (no cap) or >= 0")
     if config.sim_memory not in ("auto", "workers", "ring"):
@@ -49,6 +57,21 @@ def validate_async(config) -> None:
         )
     if delays.kind == "uniform_staleness" and config.sim_memory == "workers":
         raise ConfigError("delay.kind='uniform_staleness' needs sim_memory='ring' (or 'auto')")
+
+
+def parse_faults(spec: str) -> dict[tuple[int, int], str]:
+    """--config.fail_at="1:3,2:5:hang" -> {(1, 3): "raise", (2, 5): "hang"}."""
+    faults = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        parts = item.split(":")
+        try:
+            kind = parts[2] if len(parts) == 3 else "raise"
+            if len(parts) not in (2, 3) or kind not in ("raise", "hang"):
+                raise ValueError
+            faults[(int(parts[0]), int(parts[1]))] = kind
+        except ValueError:
+            raise ConfigError(f"fail_at item {item!r} is not allowed; use worker:step or worker:step:hang") from None
+    return faults
 
 
 def memory(config) -> str:
@@ -71,6 +94,7 @@ def schedule_from_config(config) -> Trace:
         n_fetch=config.n_fetch,
         n_push=config.n_push,
         warm_start_steps=config.warm_start_steps,
+        failures=list(parse_faults(config.fail_at)),
     )
 
 

@@ -207,9 +207,11 @@ class Simulator:
         # Apply: the shared server update over the pending group, then fetches of waiting members.
         st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
 
-        # Fetch now.
+        # Fetch now (a fetch-only event — a restart or a late join — also drops unpushed local gradients).
         fetch_now = ev["fetch"] == 1
         params = st.server.params
+        if self.local_updates:
+            st = st._replace(acc=put(st.acc, w, jax.tree.map(jnp.zeros_like, params), fetch_now & ~ev["compute"]))
         st = st._replace(
             local=put(st.local, w, params, fetch_now),
             read_version=st.read_version.at[w].set(jnp.where(fetch_now, st.server.version, st.read_version[w])),

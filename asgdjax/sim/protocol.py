@@ -37,6 +37,8 @@ class Protocol:
         self.held: dict[int, tuple[float, int]] = {}  # worker -> (t_arrive, step): pushed, waiting
         self.pending: list[int] = []  # softsync: row indices of pushes in the current group
         self.rows: list[list] = []
+        self.dropped: set[int] = set()
+        self.failures: list[dict] = []  # worker, step, time, error, dropped
 
     @property
     def done(self) -> bool:
@@ -78,6 +80,32 @@ class Protocol:
             self._join(t, starts)
         return starts
 
+    def fail(self, w: int, s: int, t: float, error: str = "", drop: bool = False) -> list[tuple[int, int]]:
+        """Worker w's step s failed (raised, or hung past its timeout) at time t; returns steps to start.
+
+        Nothing of the failed step is applied. The worker restarts: it fetches the server's parameters (a
+        fetch-only trace row, which also clears gradients it accumulated but never pushed) and retries step
+        s, keeping the (worker, step) key unique; or, with drop=True, it is removed and the others take its
+        share of the step budget.
+        """
+        if w not in self.in_flight or self.next_step[w] != s + 1:
+            raise ValueError(f"unexpected failure of worker {w} step {s}")
+        self.in_flight.discard(w)
+        self.next_step[w] = s
+        self.started -= 1
+        self.failures.append({"worker": w, "step": s, "time": t, "error": error, "dropped": drop})
+        starts: list[tuple[int, int]] = []
+        if drop:
+            self.dropped.add(w)
+        else:
+            self.read[w] = self.version
+            self.rows.append([w, -1, False, False, 1, self.version, -1, t, t])
+            self._start(w, starts)
+        self._release(t, starts)
+        if self.warm and self.limit == self.warm and not self.in_flight and not self.held:
+            self._join(t, starts)
+        return starts
+
     def finish(self) -> None:
         """End of run: a partial softsync group is applied (its last row gets the apply flag)."""
         if self.pending:
@@ -85,7 +113,7 @@ class Protocol:
 
     # ------------------------------------------------------------------------------------------- helpers
     def _start(self, w: int, starts: list) -> None:
-        if self.started >= self.limit:
+        if self.started >= self.limit or w in self.dropped:
             return
         s = self.next_step[w]
         self.next_step[w] += 1

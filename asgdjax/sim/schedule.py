@@ -40,6 +40,7 @@ def make_schedule(
     n_fetch: int = 1,
     n_push: int = 1,
     warm_start_steps: int = 0,
+    failures=(),
 ) -> Trace:
     """Simulate until `num_steps` gradients (local steps, all workers) are computed; return the trace."""
     if protocol not in PROTOCOLS:
@@ -50,7 +51,7 @@ def make_schedule(
         max_staleness = 0
     group = max(1, num_workers // softsync_n) if protocol == "softsync" else 1
     machine = Protocol(num_workers, num_steps, group, max_staleness, n_fetch, n_push, warm_start_steps)
-    trace = run_virtual_clock(machine, StepTimes(delays, key, num_workers))
+    trace = run_virtual_clock(machine, StepTimes(delays, key, num_workers), failures)
     meta = {
         "protocol": protocol,
         "softsync_n": softsync_n,
@@ -60,6 +61,7 @@ def make_schedule(
         "warm_start_steps": warm_start_steps,
         "delay": delays.kind,
         "source": "simulator",
+        "failures": machine.failures,
     }
     return Trace.from_rows(trace, num_workers, meta)
 
@@ -85,9 +87,14 @@ def uniform_staleness_schedule(key: jax.Array, num_workers: int, num_steps: int,
     return Trace.from_rows(rows, num_workers, meta)
 
 
-def run_virtual_clock(protocol: Protocol, times: StepTimes) -> list[tuple]:
-    """Drive `protocol` in virtual time: the in-flight step that ends first arrives next."""
+def run_virtual_clock(protocol: Protocol, times: StepTimes, failures=()) -> list[tuple]:
+    """Drive `protocol` in virtual time: the in-flight step that ends first arrives next.
+
+    failures: (worker, step) pairs whose first attempt fails when it would have finished (the worker
+    restarts and retries), the simulator's counterpart of the runtime's injected faults.
+    """
     heap: list[tuple[float, int, int]] = []
+    pending_failures = set(failures)
 
     def start(starts, t):
         for w, s in starts:
@@ -96,7 +103,11 @@ def run_virtual_clock(protocol: Protocol, times: StepTimes) -> list[tuple]:
     start(protocol.begin(), 0.0)
     while heap:
         t, w, s = heapq.heappop(heap)
-        start(protocol.arrive(w, s, t), t)
+        if (w, s) in pending_failures:
+            pending_failures.discard((w, s))
+            start(protocol.fail(w, s, t, "injected failure"), t)
+        else:
+            start(protocol.arrive(w, s, t), t)
     if protocol.held:  # cannot happen: with nothing in flight every held push is releasable
         raise RuntimeError("schedule deadlock: held workers with nothing in flight")
     protocol.finish()

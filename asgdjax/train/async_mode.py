@@ -13,6 +13,7 @@ from asgdjax.sim.config import (
     expected_updates,
     group_size,
     hparams_from_config,
+    parse_faults,
     protocol_from_config,
     server_factory,
 )
@@ -57,7 +58,14 @@ def run_async(ctx: RunContext) -> dict:
             ctx.save(done, {"params": server.params, "opt_state": server.opt_state, "version": server.version})
 
     params = ctx.task.model.init(jax.random.key(config.seed))
-    server, trace, stats = coordinator.run(params, protocol, on_apply)
+    server, trace, stats = coordinator.run(
+        params,
+        protocol,
+        on_apply,
+        faults=parse_faults(config.fail_at),
+        worker_timeout=float(config.worker_timeout),
+        max_failures=config.max_worker_failures,
+    )
     bar.close()
     trace.meta.update(_trace_meta(config), lr_schedule_updates=total_updates)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
@@ -67,6 +75,8 @@ def run_async(ctx: RunContext) -> dict:
     summary = {
         "num_workers": config.num_workers,
         **rejection_summary(server.rejected),
+        "worker_failures": trace.meta["failures"],
+        "dropped_workers": sorted({f["worker"] for f in trace.meta["failures"] if f["dropped"]}),
         "devices": [str(d) for d in devices],
         "protocol": config.protocol,
         "rule": config.rule,
@@ -80,6 +90,9 @@ def run_async(ctx: RunContext) -> dict:
         "runtime_wall_seconds": stats.wall_seconds,
         "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
     }
+    for f in trace.meta["failures"]:
+        fields = {("seconds_into_run" if k == "time" else k): v for k, v in f.items() if k != "step"}
+        ctx.writer.write(f["step"], event="worker_failure", **fields)
     ctx.writer.write(config.steps, **{k: v for k, v in summary.items() if k not in ("trace", "devices")})
     return {
         "params": server.params,

@@ -15,6 +15,9 @@ def print_summary(summary: dict) -> None:
         rows.append(("staleness mean / max", f"{summary['staleness_mean']:.2f} / {summary['staleness_max']}"))
     if summary.get("rejected_nonfinite") or summary.get("rejected_stale"):
         rows.append(("rejected (NaN/Inf, stale)", f"{summary['rejected_nonfinite']} / {summary['rejected_stale']}"))
+    if summary.get("worker_failures"):
+        n, dropped = len(summary["worker_failures"]), summary.get("dropped_workers", [])
+        rows.append(("worker failures", f"{n} (dropped: {', '.join(map(str, dropped)) or 'none'})"))
     if "virtual_time" in summary:
         rows.append(("virtual time", f"{summary['virtual_time']:.1f}"))
     rows += [

@@ -1,0 +1,103 @@
+"""Worker failures: a step that raises or hangs is reported, nothing of it is applied, the worker restarts
+(or is dropped), the run finishes, the trace records it, replays exactly and keeps exactly-once."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from asgdjax.delays import DelayModel
+from asgdjax.rules import plain
+from asgdjax.runtime import Coordinator, assign_devices
+from asgdjax.server import Server
+from asgdjax.sim import Simulator, make_schedule, make_streams
+from asgdjax.sim.protocol import Protocol
+
+HP = {"learning_rate": 0.05, "local_learning_rate": 0.02}
+KEY = jax.random.key(1)
+
+
+def make(h):
+    return Server(plain(), optax.sgd(h["learning_rate"]), num_workers=4)
+
+
+def run(digits_task, digits, protocol, local=False, **kw):
+    task, data = digits_task
+    streams = make_streams(digits.num_train, 16, 0, 4)
+    co = Coordinator(task, make, HP, assign_devices(4), jax.tree.map(np.asarray, data), streams, KEY, 1, local)
+    p0 = task.model.init(jax.random.key(0))
+    server, trace, _ = co.run(p0, protocol, **kw)
+    return server, trace, p0, streams
+
+
+def replay_matches(digits_task, trace, p0, streams, server, local=False):
+    task, data = digits_task
+    sim = Simulator(task, make, 4, 1, local, chunk=4)
+    out = sim.run(sim.init(p0, HP), trace, data, HP, streams, KEY)
+    for x, y in zip(jax.tree.leaves(out.server.params), jax.tree.leaves(server.params), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
+def exactly_once(trace):
+    keys = [(int(w), int(s)) for w, s in zip(trace.worker, trace.step, strict=True) if s >= 0]
+    return len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, digits, local):
+    proto = Protocol(4, 40, n_fetch=2 if local else 1, n_push=2 if local else 1)
+    server, trace, p0, streams = run(digits_task, digits, proto, local, faults={(1, 3): "raise"})
+    assert trace.num_gradients == 40 and exactly_once(trace)
+    [failure] = trace.meta["failures"]
+    assert (failure["worker"], failure["step"], failure["dropped"]) == (1, 3, False)
+    assert "injected failure of worker 1 at step 3" in failure["error"]
+    restart = [e for e in range(len(trace)) if trace.step[e] == -1]
+    assert [int(trace.worker[e]) for e in restart] == [1] and trace.fetch[restart[0]] == 1
+    assert 3 in [int(s) for w, s in zip(trace.worker, trace.step, strict=True) if w == 1]  # step 3 retried once
+    replay_matches(digits_task, trace, p0, streams, server, local)
+
+
+def test_a_hung_worker_times_out_and_is_treated_as_failed(digits_task, digits):
+    server, trace, p0, streams = run(digits_task, digits, Protocol(4, 32), faults={(2, 2): "hang"}, worker_timeout=2.0)
+    assert trace.num_gradients == 32 and exactly_once(trace)
+    [failure] = trace.meta["failures"]
+    assert failure["worker"] == 2 and "no gradient after 2 s" in failure["error"]
+    replay_matches(digits_task, trace, p0, streams, server)
+
+
+def test_a_worker_failing_too_often_is_dropped_and_the_others_finish(digits_task, digits):
+    faults = {(3, 1): "raise"}
+    server, trace, p0, streams = run(digits_task, digits, Protocol(4, 40), faults=faults, max_failures=0)
+    assert trace.meta["failures"][0]["dropped"] is True
+    assert trace.num_gradients == 40 and exactly_once(trace)
+    assert max(int(s) for w, s in zip(trace.worker, trace.step, strict=True) if w == 3) == 0  # only step 0
+    replay_matches(digits_task, trace, p0, streams, server)
+
+
+def test_when_every_worker_is_dropped_the_run_says_so(digits_task, digits):
+    faults = {(w, 0): "raise" for w in range(4)}
+    with pytest.raises(RuntimeError, match="all 4 workers failed more than max_failures=0 times"):
+        run(digits_task, digits, Protocol(4, 20), faults=faults, max_failures=0)
+
+
+def test_the_simulator_injects_the_same_failures_at_virtual_times():
+    t = make_schedule(jax.random.key(0), 3, 30, DelayModel("constant"), failures=[(1, 2)])
+    assert t.num_gradients == 30
+    [f] = t.meta["failures"]
+    assert (f["worker"], f["step"]) == (1, 2) and f["time"] == 3.0  # step 2 of a 1.0-per-step worker ends at 3
+    restart = int(np.flatnonzero(t.step == -1)[0])
+    assert t.worker[restart] == 1 and t.t_arrive[restart] == 3.0
+
+
+def test_fault_drill_through_the_cli_config(tmp_path):
+    from asgdjax.configs.default import get_config
+    from asgdjax.train import train
+
+    c = get_config()
+    c.mode, c.num_workers, c.steps, c.rule, c.fail_at = "async", 3, 60, "staleness_lr", "1:4,2:6"
+    s = train(c, str(tmp_path / "drill"), show_progress=False)
+    assert s["gradients"] == 60 and [f["worker"] for f in s["worker_failures"]] == [1, 2]
+    assert s["dropped_workers"] == []
+    c.mode = "sim"
+    s = train(c, str(tmp_path / "drill_sim"), show_progress=False)
+    assert s["gradients"] == 60
