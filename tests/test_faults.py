@@ -101,3 +101,71 @@ def test_fault_drill_through_the_cli_config(tmp_path):
     c.mode = "sim"
     s = train(c, str(tmp_path / "drill_sim"), show_progress=False)
     assert s["gradients"] == 60
+
+
+def test_a_simulated_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        "--config.mode=sim",
+        "--config.num_workers=4",
+        "--config.steps=400",
+        "--config.checkpoint_every=40",
+        "--config.log_every=40",
+        "--config.eval_every=400",
+        "--config.sim_chunk=5",
+        "--noprogress",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-c", "from asgdjax.main import run; run()", *args]
+    full = subprocess.run([*cmd, "--workdir=full"], cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen(
+        [*cmd, "--workdir=cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckdir = tmp_path / "cut" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in (ckdir.iterdir() if ckdir.exists() else []) if p.name.isdigit()]
+        if any(int(p.name) >= 80 for p in done):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([*cmd, "--workdir=cut"], cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    import json
+
+    s = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert 0 < s["resumed_from_step"] < 400
+    from asgdjax.train.outputs import Checkpoints
+
+    def final(name):
+        ck = Checkpoints(str(tmp_path / name))
+        out = ck.manager.restore(ck.latest_step())
+        ck.close()
+        return out["sim"]["server"]["params"]
+
+    for x, y in zip(jax.tree.leaves(final("full")), jax.tree.leaves(final("cut")), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_soak_2000_async_updates_with_random_failures(digits_task, digits):
+    rng = np.random.default_rng(0)
+    faults = {(int(w), int(s)): "raise" for w, s in zip(rng.integers(0, 4, 40), rng.integers(1, 480, 40), strict=True)}
+    task, data = digits_task
+    results = {}
+    for name, f in (("clean", {}), ("faulty", faults)):
+        server, trace, p0, streams = run(digits_task, digits, Protocol(4, 2000), faults=f, max_failures=100)
+        assert trace.num_gradients == 2000 and exactly_once(trace)
+        results[name] = task.evaluate(server.params, data)["test_accuracy"]
+        if f:  # a fault fires when its worker reaches that step (all but the last few do)
+            executed = {(int(w), int(s)) for w, s in zip(trace.worker, trace.step, strict=True) if s >= 0}
+            fired = {k for k in f if k in executed}
+            assert {(x["worker"], x["step"]) for x in trace.meta["failures"]} == fired and len(fired) >= 35
+    assert abs(results["clean"] - results["faulty"]) <= 0.01, results
