@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.staleness_cap = -1  # guard: drop gradients staler than this (counted per worker); -1 = keep all
     c.warm_start_steps = 0  # steps trained on one worker before the others join (paper's warm start)
     c.trace = ""  # mode=sim: replay this trace.npz (e.g. from mode=async) instead of generating a schedule
-    c.sim_strategy = "auto"  # simulator: sequential (CPU) | waves (GPU) | auto
+    c.sim_strategy = "auto"  # simulator: sequential | waves | auto (= sequential, measured faster)
     c.sim_memory = "auto"  # simulator: workers (K copies) | ring (last D versions) | auto
     c.sim_chunk = 0  # simulator: events per compiled call; 0 = 10 (sequential) or num_workers (waves)
     c.delay = ml_collections.ConfigDict()
