@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -53,6 +54,25 @@ def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]
         ds = load_dataset(dataset)
     task = Task(get_model(model, spec.num_classes, spec.image_shape), spec, augment=False)
     return task, device_data(ds), ds, source
+
+
+def plain_sgd_loop(task, optimizer, params, data, batches, key):
+    """The baseline a user would write: a Python loop of one jitted step (gradient + optimizer update).
+
+    Returns a function that trains from `params` over `batches` (a sequence of index arrays) and blocks.
+    """
+    from asgdjax.train.sync import make_sync_step
+    from asgdjax.train.task import batch_key
+
+    step = make_sync_step(task, optimizer)
+
+    def run():
+        p, o = jax.tree.map(jnp.array, params), optimizer.init(params)
+        for s, idx in enumerate(batches):
+            p, o, _ = step(p, o, data, idx, batch_key(key, 0, s))
+        jax.block_until_ready(p)
+
+    return run
 
 
 def best_time(fn, repeats: int = 3) -> float:

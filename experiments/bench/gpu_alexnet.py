@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import best_time, emit
+from common import best_time, emit, plain_sgd_loop
 
 from asgdjax.data import ArrayDataset, DatasetSpec, WorkerStream
 from asgdjax.models import get_model
@@ -24,7 +24,7 @@ from asgdjax.server import Server
 from asgdjax.sim import make_streams
 from asgdjax.sim.protocol import Protocol
 from asgdjax.train.sync import make_sync_step
-from asgdjax.train.task import Task, batch_key, device_data
+from asgdjax.train.task import Task, device_data
 
 flags.DEFINE_bool("quick", False, "Fewer steps.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
@@ -69,11 +69,7 @@ def main(argv):
     flops = step.lower(params, opt.init(params), data, stream.batch(0), key).compile().cost_analysis()
     flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
 
-    def plain_loop():
-        p, o = jax.tree.map(jnp.array, params), opt.init(params)
-        for s in range(steps):
-            p, o, _ = step(p, o, data, stream.batch(s), batch_key(key, 0, s))
-        jax.block_until_ready(p)
+    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(s) for s in range(steps)], key)
 
     plain_loop()
     t_plain = best_time(plain_loop, 2)

@@ -3,10 +3,9 @@
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from common import best_time
+from common import best_time, plain_sgd_loop
 from gpu_alexnet import alexnet_task
 
 from asgdjax.data import WorkerStream
@@ -48,11 +47,7 @@ opt = optax.sgd(0.01, momentum=0.9)
 step = make_sync_step(task, opt)
 
 
-def loop():
-    p, o = jax.tree.map(jnp.array, params), opt.init(params)
-    for s in range(steps):
-        p, o, _ = step(p, o, data, stream.batch(s), batch_key(key, 0, s))
-    jax.block_until_ready(p)
+loop = plain_sgd_loop(task, opt, params, data, [stream.batch(s) for s in range(steps)], key)
 
 
 loop()

@@ -9,19 +9,16 @@ ratio = runtime updates/s / plain-loop updates/s (the coordinator must keep the 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit
+from common import bench_task, best_time, emit, plain_sgd_loop
 
 from asgdjax.data import WorkerStream
 from asgdjax.rules import plain
 from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim.protocol import Protocol
-from asgdjax.train.sync import make_sync_step
-from asgdjax.train.task import batch_key
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("model", "cifar_18pct", "Model.")
@@ -39,13 +36,7 @@ def main(argv):
     opt = optax.sgd(LR)
     stream = WorkerStream(ds.num_train, FLAGS.batch, 0)
     key = jax.random.key(1)
-    step = make_sync_step(task, opt)
-
-    def plain_loop():
-        p, o = jax.tree.map(jnp.array, params), opt.init(params)
-        for s in range(steps):
-            p, o, _ = step(p, o, data, stream.batch(s), batch_key(key, 0, s))
-        jax.block_until_ready(p)
+    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(s) for s in range(steps)], key)
 
     dev = jax.devices()[0]
     co = Coordinator(

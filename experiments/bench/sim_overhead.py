@@ -14,14 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit
+from common import bench_task, best_time, emit, plain_sgd_loop
 
 from asgdjax.data import WorkerStream
 from asgdjax.delays import DelayModel
 from asgdjax.rules import plain
 from asgdjax.server import Server
 from asgdjax.sim import Simulator, make_schedule, make_streams
-from asgdjax.train.sync import make_sync_step
 from asgdjax.train.task import batch_key
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
@@ -43,13 +42,7 @@ def measure(model: str, dataset: str, steps: int) -> dict:
     key = jax.random.key(1)
 
     # Baseline (a): Python loop of a jitted step.
-    step = make_sync_step(task, opt)
-
-    def loop():
-        p, o = jax.tree.map(jnp.array, params), opt.init(params)
-        for s in range(steps):
-            p, o, loss = step(p, o, data, idx[s], batch_key(key, 0, s))
-        jax.block_until_ready(p)
+    loop = plain_sgd_loop(task, opt, params, data, idx, key)
 
     loop()
     t_loop = best_time(loop)
