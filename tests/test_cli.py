@@ -44,6 +44,9 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.rule=fancy --config.mode=sim", "unknown rule 'fancy'; allowed: none, staleness_lr"),
         ("--config.mode=sim --config.max_staleness=-3", "max_staleness=-3 is not allowed"),
         ("--config.mode=sim --config.delay.kind=gamma", "unknown delay.kind 'gamma'"),
+        ("--config.mode=async --config.n_push=0", "n_push=0 is not allowed; use a positive integer"),
+        ("--config.mode=async --config.fail_at=9:1", "fail_at names worker 9"),
+        ("--config.mode=sim --config.staleness_cap=-2", "staleness_cap=-2 is not allowed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):

@@ -169,3 +169,65 @@ def test_soak_2000_async_updates_with_random_failures(digits_task, digits):
             fired = {k for k in f if k in executed}
             assert {(x["worker"], x["step"]) for x in trace.meta["failures"]} == fired and len(fired) >= 35
     assert abs(results["clean"] - results["faulty"]) <= 0.01, results
+
+
+def test_an_async_run_killed_with_sigkill_resumes_without_losing_or_repeating_updates(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from asgdjax.sim import Trace
+
+    args = [
+        "--config.mode=async",
+        "--config.num_workers=3",
+        "--config.rule=staleness_lr",
+        "--config.steps=500",
+        "--config.checkpoint_every=50",
+        "--config.log_every=50",
+        "--config.eval_every=500",
+        "--noprogress",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-c", "from asgdjax.main import run; run()", *args, "--workdir=run"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume_dir = tmp_path / "run" / "resume"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if resume_dir.exists() and any(int(p.stem) >= 150 for p in resume_dir.glob("*.npz")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from checkpoint" in out.stderr
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0 < s["resumed_from_step"] < 500 and s["gradients"] == 500
+    trace = Trace.load(str(tmp_path / "run" / "trace.npz"))
+    assert trace.num_gradients == 500 and exactly_once(trace)
+    # The whole story, checkpoint boundary included, replays exactly in the simulator.
+    replay = [a.replace("--config.mode=async", "--config.mode=sim") for a in args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from asgdjax.main import run; run()",
+        *replay,
+        "--workdir=replay",
+        f"--config.trace={tmp_path / 'run' / 'trace.npz'}",
+    ]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from asgdjax.train.outputs import Checkpoints
+
+    def final(name):
+        ck = Checkpoints(str(tmp_path / name))
+        got = ck.manager.restore(ck.latest_step())
+        ck.close()
+        return got.get("sim", got)["server"]["params"]
+
+    for x, y in zip(jax.tree.leaves(final("run")), jax.tree.leaves(final("replay")), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5)

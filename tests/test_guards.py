@@ -88,3 +88,32 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 40 and records[-1].get("diverged") is True
     assert sorted(int(p) for p in os.listdir(tmp_path / "run" / "checkpoints") if p.isdigit()) == [20]
+
+
+def test_a_corrupt_checkpoint_is_one_clear_line_and_nothing_is_overwritten(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from asgdjax.main import run; run()",
+        "--config.steps=40",
+        "--config.checkpoint_every=20",
+        "--workdir=run",
+        "--noprogress",
+    ]
+    assert subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
+    step_dir = tmp_path / "run" / "checkpoints" / "40"
+    damaged = 0
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size > 64:
+            path.write_bytes(b"\0" * 16)
+            damaged += 1
+    assert damaged
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    out = subprocess.run(
+        [*cmd[:3], "--config.steps=60", *cmd[4:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = [x for x in out.stderr.splitlines() if x.strip()][-1]
+    assert last.startswith("asgdjax-train: error: checkpoint") and "cannot be restored" in last
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before

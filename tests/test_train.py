@@ -96,6 +96,6 @@ def test_async_mode_reports_runtime_metrics_and_its_trace_replays(tmp_path):
     _, saved = final_params(tmp_path / "async", 60)
     _, replayed = final_params(tmp_path / "replay", 60)
     for x, y in zip(
-        jax.tree.leaves(replayed["sim"]["server"]["params"]), jax.tree.leaves(saved["params"]), strict=True
+        jax.tree.leaves(replayed["sim"]["server"]["params"]), jax.tree.leaves(saved["server"]["params"]), strict=True
     ):
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5)

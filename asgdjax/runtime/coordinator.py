@@ -89,6 +89,8 @@ class Coordinator:
         faults: dict[tuple[int, int], str] | None = None,
         worker_timeout: float = 0.0,
         max_failures: int = 3,
+        server_state: ServerState | None = None,
+        on_arrival: Callable[[int, ServerState, Protocol], None] | None = None,
     ) -> tuple[ServerState, Trace, RuntimeStats]:
         """Train until the protocol's step budget is spent; returns (server state, trace, stats).
 
@@ -98,23 +100,31 @@ class Coordinator:
         nothing of it is applied, the failure is logged and recorded in the trace, and the worker restarts
         from the server's parameters (retrying the same step) until it has failed `max_failures` times,
         then it is dropped. faults {(worker, step): "raise" | "hang"} injects failures (tests, drills).
+        server_state and a `protocol.resume()`d protocol continue a checkpointed run: every worker starts
+        from the server's parameters, and the steps already in the protocol's rows are never recomputed.
+        on_arrival(gradients, server_state, protocol) runs after each arrival's rows are executed (a
+        consistent point for checkpoints).
         """
         faults = dict(faults or {})
         srv = self.server_device
-        server = self.make_server(self.hparams).init(jax.device_put(jax.tree.map(jnp.array, params), srv))
+        if server_state is None:
+            server = self.make_server(self.hparams).init(jax.device_put(jax.tree.map(jnp.array, params), srv))
+        else:
+            server = jax.device_put(server_state, srv)
         local = [jax.device_put(server.params, d) for d in self.devices]
         snap = [server.params] * self.K
         acc = [jax.tree.map(jnp.zeros_like, p) for p in local] if self.local_updates else [None] * self.K
-        read_version = [0] * self.K
+        read_version = [int(server.version)] * self.K
         pending: list[tuple] = []
         grads: dict[tuple[int, int], object] = {}
         futures: dict[tuple[int, int], cf.Future] = {}
-        executed: set[tuple[int, int]] = set()
+        executed = {(int(r[0]), int(r[1])) for r in protocol.rows if r[1] >= 0}
         stats = RuntimeStats(np.zeros(self.K, np.int64), np.zeros(self.K))
         started_at: dict[tuple[int, int], float] = {}
-        gradients = 0
+        gradients = len(executed)
         failures = [0] * self.K
         t0 = time.perf_counter()
+        t_base = max((float(r[8]) for r in protocol.rows), default=0.0)  # a resumed run's clock continues
         # One worker: block on its gradient directly. Several: a thread per in-flight gradient blocks on it
         # (releasing the GIL) so the coordinator can take whichever finishes first.
         pool = cf.ThreadPoolExecutor(max_workers=self.K, thread_name_prefix="asgd-wait") if self.K > 1 else None
@@ -153,7 +163,7 @@ class Coordinator:
                 "dropped" if drop else f"restarting from version {version} (failure {failures[w]}/{max_failures})",
             )
             first_row = len(protocol.rows)
-            starts = protocol.fail(w, s, t - t0, str(error), drop)
+            starts = protocol.fail(w, s, t - t0 + t_base, str(error), drop)
             for row in protocol.rows[first_row:]:
                 execute(row)
             dispatch(starts)
@@ -215,7 +225,7 @@ class Coordinator:
                 if s < 0 and self.local_updates:  # a restart (or a join) drops unpushed local gradients
                     acc[w] = jax.tree.map(jnp.zeros_like, acc[w])
 
-        version = 0
+        version = int(server.version)
         try:
             dispatch(protocol.begin())
             while futures:
@@ -239,9 +249,11 @@ class Coordinator:
                 stats.steps[w] += 1
                 stats.busy_seconds[w] += t_done - started_at.pop((w, s))
                 first_row = len(protocol.rows)
-                starts = protocol.arrive(w, s, t_done - t0)
+                starts = protocol.arrive(w, s, t_done - t0 + t_base)
                 for row in protocol.rows[first_row:]:
                     execute(row)
+                if on_arrival is not None:
+                    on_arrival(gradients, server, protocol)
                 dispatch(starts)
             protocol.finish()
             if pending:

@@ -45,11 +45,48 @@ class Protocol:
         return not self.in_flight and not self.held and self.limit == self.num_steps
 
     def begin(self) -> list[tuple[int, int]]:
-        """The steps that start at time 0: worker 0 alone during a warm start, else every worker."""
+        """The steps that start now: worker 0 alone during a warm start, else every worker."""
         starts: list[tuple[int, int]] = []
-        for w in range(1 if self.warm else self.K):
+        for w in range(1 if self.warm and self.limit == self.warm else self.K):
             self._start(w, starts)
         return starts
+
+    def snapshot(self) -> dict:
+        """What a checkpoint needs to continue: applied rows and counters, with unfinished steps rolled back.
+
+        Steps in flight and pushes held by the SSP bound are not in the rows yet; they are given back to
+        their workers (recomputed after a resume). A softsync group in progress cannot be cut: call this
+        only when `pending` is empty.
+        """
+        if self.pending:
+            raise ValueError("cannot snapshot inside a softsync group")
+        next_step, started = list(self.next_step), self.started
+        for w in self.in_flight | set(self.held):
+            next_step[w] -= 1
+            started -= 1
+        return {
+            "rows": [list(r) for r in self.rows],
+            "version": self.version,
+            "read": list(self.read),
+            "next_step": next_step,
+            "started": started,
+            "limit": self.limit,
+            "dropped": sorted(self.dropped),
+            "failures": list(self.failures),
+        }
+
+    def resume(self, snap: dict, t: float) -> None:
+        """Continue from `snapshot()`: every worker restarts from the server's parameters (a fetch-only
+        row each, which also drops unpushed local gradients); call begin() next."""
+        self.rows = [list(r) for r in snap["rows"]]
+        self.version, self.read = int(snap["version"]), [int(x) for x in snap["read"]]
+        self.next_step, self.started = [int(x) for x in snap["next_step"]], int(snap["started"])
+        self.limit, self.dropped = int(snap["limit"]), set(snap["dropped"])
+        self.failures = list(snap["failures"])
+        for w in range(self.K):
+            if w not in self.dropped:
+                self.read[w] = self.version
+                self.rows.append([w, -1, False, False, 1, self.version, -1, t, t])
 
     def arrive(self, w: int, s: int, t: float) -> list[tuple[int, int]]:
         """Worker w finished local step s at time t; returns the (worker, step)s to start at time t."""

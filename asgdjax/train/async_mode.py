@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 
 from asgdjax.errors import ConfigError
 from asgdjax.runtime import Coordinator, assign_devices
@@ -18,6 +19,7 @@ from asgdjax.sim.config import (
     server_factory,
 )
 from asgdjax.sim.engine import make_streams
+from asgdjax.sim.trace import Trace
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
 from asgdjax.train.sim import rejection_summary
 
@@ -25,11 +27,6 @@ from asgdjax.train.sim import rejection_summary
 def run_async(ctx: RunContext) -> dict:
     """Train config.num_workers real asynchronous workers for config.steps gradients."""
     config = ctx.config
-    if ctx.checkpoints.latest_step() is not None:
-        raise ConfigError(
-            f"workdir {ctx.workdir!r} holds an async run's checkpoints; async runs do not resume yet: "
-            "use a new --workdir"
-        )
     devices = assign_devices(config.num_workers, config.devices)
     protocol = protocol_from_config(config)
     # The number of updates is known only at the end in async mode; a cosine schedule spans the updates
@@ -46,18 +43,25 @@ def run_async(ctx: RunContext) -> dict:
         group_size=group_size(config),
         local_updates=config.n_fetch > 1 or config.n_push > 1,
     )
-    bar = ctx.bar(config.steps)
-    progress = {"grads": 0}
+    params = ctx.task.model.init(jax.random.key(config.seed))
+    server_state = resume(ctx, protocol, server_factory(config, total_updates)(hparams_from_config(config)), params)
+    start = ctx.resumed_from
+    bar = ctx.bar(config.steps, start)
+    progress = {"grads": start, "checkpointed": start}
 
     def on_apply(done: int, server) -> None:
         prev = progress["grads"]
         progress["grads"] = done
         bar.update(done - prev)
         log_and_eval(ctx, done, server.params, [], prev=prev, updates=int(server.version))
-        if crossed(prev, done, config.checkpoint_every):
-            ctx.save(done, {"params": server.params, "opt_state": server.opt_state, "version": server.version})
 
-    params = ctx.task.model.init(jax.random.key(config.seed))
+    def on_arrival(done: int, server, proto) -> None:
+        # Checkpoint between arrivals, outside softsync groups: the protocol's rows then match the server.
+        if proto.pending or not crossed(progress["checkpointed"], done, config.checkpoint_every):
+            return
+        progress["checkpointed"] = done
+        save_checkpoint(ctx, done, server, proto)
+
     server, trace, stats = coordinator.run(
         params,
         protocol,
@@ -65,11 +69,14 @@ def run_async(ctx: RunContext) -> dict:
         faults=parse_faults(config.fail_at),
         worker_timeout=float(config.worker_timeout),
         max_failures=config.max_worker_failures,
+        server_state=server_state,
+        on_arrival=on_arrival,
     )
     bar.close()
     trace.meta.update(_trace_meta(config), lr_schedule_updates=total_updates)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
-    ctx.save(config.steps, {"params": server.params, "opt_state": server.opt_state, "version": server.version})
+    if ctx.checkpoints.latest_step() != config.steps:
+        save_checkpoint(ctx, config.steps, server, protocol)
     s = trace.stats()
     wait = (trace.t_apply - trace.t_arrive)[trace.push]
     summary = {
@@ -111,3 +118,61 @@ def _trace_meta(config) -> dict:
         "n_push": config.n_push,
         "warm_start_steps": config.warm_start_steps,
     }
+
+
+def save_checkpoint(ctx: RunContext, done: int, server, protocol) -> None:
+    """The server state (orbax) and the protocol's snapshot (workdir/resume/STEP.npz): all a resume needs."""
+    snap = protocol.snapshot()
+    meta = {k: v for k, v in snap.items() if k != "rows"}
+    path = os.path.join(ctx.workdir, "resume", f"{done}.npz")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Trace.from_rows([tuple(r) for r in snap["rows"]], protocol.K, meta).save(path)
+    ctx.save(done, {"server": server})
+
+
+def resume(ctx: RunContext, protocol, server, params):
+    """Restore the latest checkpoint into (server state, protocol); None when the workdir holds none.
+
+    Gradients applied up to the checkpoint are kept; steps in flight then (and anything after it, if the
+    run was killed) are recomputed, so nothing is lost or applied twice beyond the checkpoint boundary.
+    """
+    step = ctx.checkpoints.latest_step()
+    if step is None:
+        return None
+    path = os.path.join(ctx.workdir, "resume", f"{step}.npz")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"workdir {ctx.workdir!r} holds checkpoint {step} without its protocol snapshot {path!r}; "
+            "use a new --workdir"
+        )
+    like = {"server": server.init(params)}
+    state = ctx.checkpoints.restore(step, like)["server"]
+    saved = Trace.load(path)
+    rows = [
+        [int(w), int(s), bool(p), bool(a), int(f), int(vr), int(va), float(ta), float(tp)]
+        for w, s, p, a, f, vr, va, ta, tp in zip(
+            saved.worker,
+            saved.step,
+            saved.push,
+            saved.apply,
+            saved.fetch,
+            saved.v_read,
+            saved.v_apply,
+            saved.t_arrive,
+            saved.t_apply,
+            strict=True,
+        )
+    ]
+    snap = {**saved.meta, "rows": rows}
+    kept = saved.num_gradients
+    protocol.resume(snap, max((r[8] for r in rows), default=0.0))
+    ctx.resumed_from = kept
+    ctx.writer.write(kept, event="resumed", from_update=int(snap["version"]), gradients_kept=kept, checkpoint=step)
+    logging.warning(
+        "resumed from checkpoint %d: update %d, %d gradients kept, every worker restarts from the server's "
+        "parameters; steps after the checkpoint are recomputed",
+        step,
+        snap["version"],
+        kept,
+    )
+    return state

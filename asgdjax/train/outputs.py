@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from asgdjax.errors import ConfigError
+
 
 class MetricsWriter:
     """Appends one JSON object per log step to workdir/metrics.jsonl (append: resumed runs continue it)."""
@@ -65,9 +67,16 @@ class Checkpoints:
         self.manager.save(step, args=ocp.args.StandardSave(state))
 
     def restore(self, step: int, like):
-        """Restore into the structure (and shardings) of `like`."""
+        """Restore into the structure (and shardings) of `like`; an unreadable checkpoint is a ConfigError."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001 (orbax raises many kinds for damaged or foreign files)
+            where = os.path.join(self.directory, str(step))
+            raise ConfigError(
+                f"checkpoint {where!r} cannot be restored ({type(e).__name__}); it is damaged or from another "
+                "config: move it away to resume from an earlier one, or use a new --workdir"
+            ) from None
 
     def close(self) -> None:
         self.manager.wait_until_finished()
