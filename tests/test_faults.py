@@ -96,7 +96,7 @@ def test_fault_drill_through_the_cli_config(tmp_path):
     c = get_config()
     c.mode, c.num_workers, c.steps, c.rule, c.fail_at = "async", 3, 60, "staleness_lr", "1:4,2:6"
     s = train(c, str(tmp_path / "drill"), show_progress=False)
-    assert s["gradients"] == 60 and [f["worker"] for f in s["worker_failures"]] == [1, 2]
+    assert s["gradients"] == 60 and sorted(f["worker"] for f in s["worker_failures"]) == [1, 2]  # order is timing
     assert s["dropped_workers"] == []
     c.mode = "sim"
     s = train(c, str(tmp_path / "drill_sim"), show_progress=False)

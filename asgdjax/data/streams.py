@@ -34,10 +34,6 @@ class WorkerStream:
         shard = _epoch_permutation(self.num_examples, self.seed, epoch)[self.worker :: self.num_workers]
         return shard[j * self.batch_size : (j + 1) * self.batch_size]
 
-    def batches(self, steps: np.ndarray) -> np.ndarray:
-        """Indices for several steps at once, shape (len(steps), batch_size)."""
-        return np.stack([self.batch(int(s)) for s in steps]) if len(steps) else np.zeros((0, self.batch_size), np.int32)
-
 
 @functools.lru_cache(maxsize=64)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

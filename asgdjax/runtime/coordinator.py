@@ -77,9 +77,6 @@ class Coordinator:
         self._apply_one = jax.jit(lambda st, g, rv, w, rp, hp: make_server(hp).apply_one(st, g, rv, w, rp))
         self._apply = jax.jit(lambda st, g, rv, w, rp, n, hp: make_server(hp).apply(st, g, rv, w, rp, n))
 
-    def data_on(self, device) -> dict:
-        return self._data[device]
-
     def run(
         self,
         params,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from asgdjax.config_checks import choice, int_at_least
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.optim import make_optimizer
@@ -16,21 +17,14 @@ from asgdjax.sim.trace import Trace
 
 def validate_async(config) -> None:
     """Check the asynchrony keys (mode=sim/async); raises ConfigError naming the first bad value."""
-    if config.protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {config.protocol!r}; allowed: {', '.join(PROTOCOLS)}")
-    if config.rule not in RULES:
-        raise ConfigError(f"unknown rule {config.rule!r}; allowed: {', '.join(RULES)}")
+    choice("protocol", config.protocol, PROTOCOLS)
+    choice("rule", config.rule, RULES)
     for key in ("n_fetch", "n_push", "softsync_n"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
-            raise ConfigError(f"{key}={config[key]!r} is not allowed; use a positive integer")
-    if not isinstance(config.max_staleness, int) or config.max_staleness < -1:
-        raise ConfigError(f"max_staleness={config.max_staleness!r} is not allowed; use -1 (unbounded) or >= 0")
-    if not isinstance(config.warm_start_steps, int) or config.warm_start_steps < 0:
-        raise ConfigError(f"warm_start_steps={config.warm_start_steps!r} is not allowed; use an integer >= 0")
-    if config.sim_strategy not in ("auto", "sequential", "waves"):
-        raise ConfigError(f"unknown sim_strategy {config.sim_strategy!r}; allowed: auto, sequential, waves")
-    if not isinstance(config.sim_chunk, int) or config.sim_chunk < 0:
-        raise ConfigError(f"sim_chunk={config.sim_chunk!r} is not allowed; use 0 (automatic) or a positive integer")
+        int_at_least(key, config[key], 1, "a positive integer")
+    int_at_least("max_staleness", config.max_staleness, -1, "-1 (unbounded) or >= 0")
+    int_at_least("warm_start_steps", config.warm_start_steps, 0, "an integer >= 0")
+    choice("sim_strategy", config.sim_strategy, ("auto", "sequential", "waves"))
+    int_at_least("sim_chunk", config.sim_chunk, 0, "0 (automatic) or a positive integer")
     if config.protocol == "softsync" and config.softsync_n > config.num_workers:
         raise ConfigError(
             f"softsync_n={config.softsync_n} is not allowed with num_workers={config.num_workers}; use 1..num_workers"
@@ -41,14 +35,11 @@ def validate_async(config) -> None:
     bad = [w for w, _ in faults if not 0 <= w < config.num_workers]
     if bad:
         raise ConfigError(f"fail_at names worker {bad[0]}; allowed: 0..{config.num_workers - 1}")
-    if not isinstance(config.max_worker_failures, int) or config.max_worker_failures < 0:
-        raise ConfigError(f"max_worker_failures={config.max_worker_failures!r} is not allowed; use an integer >= 0")
+    int_at_least("max_worker_failures", config.max_worker_failures, 0, "an integer >= 0")
     if not isinstance(config.worker_timeout, (int, float)) or config.worker_timeout < 0:
         raise ConfigError(f"worker_timeout={config.worker_timeout!r} is not allowed; use seconds >= 0 (0 = none)")
-    if not isinstance(config.staleness_cap, int) or config.staleness_cap < -1:
-        raise ConfigError(f"staleness_cap={config.staleness_cap!r} is not allowed; use -1 (no cap) or >= 0")
-    if config.sim_memory not in ("auto", "workers", "ring"):
-        raise ConfigError(f"unknown sim_memory {config.sim_memory!r}; allowed: auto, workers, ring")
+    int_at_least("staleness_cap", config.staleness_cap, -1, "-1 (no cap) or >= 0")
+    choice("sim_memory", config.sim_memory, ("auto", "workers", "ring"))
     delays = DelayModel.from_config(config.delay)
     if memory(config) == "ring" and (config.n_fetch > 1 or config.n_push > 1 or group_size(config) > 1):
         raise ConfigError(

@@ -177,17 +177,16 @@ class Simulator:
         if self.G == 1 and not self.local_updates:
             return self._event_plain(server, st, ev, g)
         w = ev["worker"]
-        get = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
         put = lambda tree, i, val, on: jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, val)
 
         # Local step (Downpour): apply the gradient to the local copy, accumulate it for the next push.
         if self.local_updates:
             llr = hparams["local_learning_rate"]
-            new_local = jax.tree.map(lambda p, d: p - llr * d, get(st.local, w), g)
-            new_acc = jax.tree.map(jnp.add, get(st.acc, w), g)
+            new_local = jax.tree.map(lambda p, d: p - llr * d, _index(st.local, w), g)
+            new_acc = jax.tree.map(jnp.add, _index(st.acc, w), g)
             st = st._replace(local=put(st.local, w, new_local, ev["compute"]))
             st = st._replace(acc=put(st.acc, w, new_acc, ev["compute"]))
-            pushed = get(st.acc, w)
+            pushed = _index(st.acc, w)
         else:
             pushed = g
 
@@ -224,7 +223,7 @@ class Simulator:
         """Plain A-SGD fast path (one gradient per update, no local steps): no pending buffer; every push is
         applied at once, so a fetch (now or on apply) reads the new version."""
         w = ev["worker"]
-        local_w = jax.tree.map(lambda x: x[w], st.local)
+        local_w = _index(st.local, w)
 
         def apply(s):
             return server.apply_one(s, g, st.read_version[w], w, local_w)

@@ -54,6 +54,11 @@ class Trace:
         arrays = {name: np.asarray(col, dtype) for (name, dtype), col in zip(COLUMNS.items(), cols, strict=True)}
         return cls(**arrays, num_workers=num_workers, meta=dict(meta or {}))
 
+    def rows(self) -> list[list]:
+        """The events as plain Python rows (the inverse of `from_rows`), e.g. to continue a Protocol."""
+        cols = [getattr(self, name).tolist() for name in COLUMNS]
+        return [list(r) for r in zip(*cols, strict=True)]
+
     @property
     def staleness(self) -> np.ndarray:
         """Staleness of every pushed gradient, in server versions."""

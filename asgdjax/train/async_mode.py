@@ -148,21 +148,7 @@ def resume(ctx: RunContext, protocol, server, params):
     like = {"server": server.init(params)}
     state = ctx.checkpoints.restore(step, like)["server"]
     saved = Trace.load(path)
-    rows = [
-        [int(w), int(s), bool(p), bool(a), int(f), int(vr), int(va), float(ta), float(tp)]
-        for w, s, p, a, f, vr, va, ta, tp in zip(
-            saved.worker,
-            saved.step,
-            saved.push,
-            saved.apply,
-            saved.fetch,
-            saved.v_read,
-            saved.v_apply,
-            saved.t_arrive,
-            saved.t_apply,
-            strict=True,
-        )
-    ]
+    rows = saved.rows()
     snap = {**saved.meta, "rows": rows}
     kept = saved.num_gradients
     protocol.resume(snap, max((r[8] for r in rows), default=0.0))

@@ -35,17 +35,12 @@ class RunContext:
     _bar: object = None
 
     def progress(self, start: int, stop: int, unit: str = "step"):
-        """range(start, stop) with a tqdm bar on stderr (postfix shows loss and accuracy)."""
-        self._bar = tqdm(
-            range(start, stop),
-            initial=start,
-            total=stop,
-            unit=unit,
-            disable=not self.show_progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        return self._bar
+        """range(start, stop) advancing a progress bar (postfix shows loss and accuracy)."""
+        bar = self.bar(stop, start, unit)
+        for i in range(start, stop):
+            yield i
+            bar.update(1)
+        bar.close()
 
     def bar(self, total: int, initial: int = 0, unit: str = "grad"):
         """A manual tqdm bar (call .update(n)); used where one iteration advances several steps."""
