@@ -47,6 +47,9 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.mode=async --config.n_push=0", "n_push=0 is not allowed; use a positive integer"),
         ("--config.mode=async --config.fail_at=9:1", "fail_at names worker 9"),
         ("--config.mode=sim --config.staleness_cap=-2", "staleness_cap=-2 is not allowed"),
+        ("--config.model_parallel=0", "model_parallel=0 is not allowed; use a positive integer"),
+        ("--config.mode=async --config.model_parallel=16", "model_parallel=16 is not allowed: this machine has 8"),
+        ("--config.mode=async --config.model_parallel=2 --config.devices=0,1,2", "give 2 ids in 0..7 (2 per worker"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):
@@ -71,3 +74,24 @@ def test_a_workdir_holding_another_config_is_refused(tmp_path):
     out = run(["--config.steps=20", "--config.learning_rate=0.2", "--workdir=run", "--noprogress"], tmp_path)
     assert out.returncode == 2 and "holds a run with learning_rate=0.05" in out.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing overwritten
+
+
+def test_cifar_async_across_four_two_way_model_parallel_groups(tmp_path):
+    from tests.conftest import shared_npz
+
+    npz = shared_npz("cifar10_jpeg_q75.npz")
+    env = {"TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    prep = [sys.executable, "-c", "from asgdjax.prepare import run; run()", "--dataset=cifar10", f"--npz={npz}"]
+    out = subprocess.run(prep, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # The command, shortened to 24 gradients, on the 8 forced CPU devices.
+    args = ["--config=" + os.path.abspath("asgdjax/configs/cifar10_18pct.py"), "--config.mode=async"]
+    args += ["--config.num_workers=4", "--config.model_parallel=2", "--config.cpu_devices=8"]
+    args += ["--config.steps=24", "--config.eval_every=24", "--workdir=run", "--noprogress"]
+    out = run(args, tmp_path, env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["devices"] == ["cpu:0+cpu:1", "cpu:2+cpu:3", "cpu:4+cpu:5", "cpu:6+cpu:7"]
+    held = summary["parameter_bytes_per_device"]
+    assert sorted(held) == ["cpu:0", "cpu:1"] and sum(held.values()) == 4 * summary["parameters"]
+    assert summary["gradients"] == 24

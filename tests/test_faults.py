@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from asgdjax.delays import DelayModel
+from asgdjax.parallel import group_devices
 from asgdjax.rules import plain
-from asgdjax.runtime import Coordinator, assign_devices
+from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim import Simulator, make_schedule, make_streams
 from asgdjax.sim.protocol import Protocol
@@ -24,7 +25,7 @@ def make(h):
 def run(digits_task, digits, protocol, local=False, **kw):
     task, data = digits_task
     streams = make_streams(digits.num_train, 16, 0, 4)
-    co = Coordinator(task, make, HP, assign_devices(4), jax.tree.map(np.asarray, data), streams, KEY, 1, local)
+    co = Coordinator(task, make, HP, group_devices(4), jax.tree.map(np.asarray, data), streams, KEY, 1, local)
     p0 = task.model.init(jax.random.key(0))
     server, trace, _ = co.run(p0, protocol, **kw)
     return server, trace, p0, streams

@@ -13,8 +13,9 @@ import numpy as np
 import optax
 
 from asgdjax.delays import DelayModel
+from asgdjax.parallel import group_devices
 from asgdjax.rules import plain
-from asgdjax.runtime import Coordinator, assign_devices
+from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim import Simulator, make_schedule, make_streams
 from asgdjax.sim.protocol import Protocol
@@ -49,7 +50,7 @@ def test_nan_gradients_are_rejected_in_runtime_and_simulator_alike(digits_task, 
     streams = make_streams(digits.num_train, 16, 0, 4)
     task, data = poisoned(digits_task, streams, worker=2, step=3)
     p0 = task.model.init(jax.random.key(0))
-    co = Coordinator(task, make(), HP, assign_devices(4), jax.tree.map(np.asarray, data), streams, KEY)
+    co = Coordinator(task, make(), HP, group_devices(4), jax.tree.map(np.asarray, data), streams, KEY)
     server, trace, _ = co.run(p0, Protocol(4, 40))
     assert server.rejected[:, 0].tolist() == [0, 0, 1, 0]  # worker 2's poisoned gradient, once
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(server.params))

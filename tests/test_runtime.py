@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from asgdjax.parallel import group_devices
 from asgdjax.rules import dc_asgd_adaptive, plain, staleness_scaled_lr
-from asgdjax.runtime import Coordinator, assign_devices
+from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim import Simulator, make_streams
 from asgdjax.sim.protocol import Protocol
@@ -29,7 +30,7 @@ def run_runtime(digits_task, digits, k, protocol, make_server=None, group=1, loc
         task,
         make_server or momentum_server(),
         HP,
-        devices or assign_devices(k),
+        devices or group_devices(k),
         jax.tree.map(np.asarray, data),
         streams,
         KEY,
@@ -54,8 +55,10 @@ def assert_close(a, b, atol=1e-6):
 
 def test_devices_round_robin_over_the_forced_cpu_devices():
     assert len(jax.devices()) == 8
-    assert [d.id for d in assign_devices(10)] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
-    assert [d.id for d in assign_devices(2, "3,5")] == [3, 5]
+    assert [g[0].id for g in group_devices(10)] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
+    assert [g[0].id for g in group_devices(2, spec="3,5")] == [3, 5]
+    assert [[d.id for d in g] for g in group_devices(5, 2)] == [[0, 1], [2, 3], [4, 5], [6, 7], [0, 1]]
+    assert [[d.id for d in g] for g in group_devices(2, 2, "7,6,1,0")] == [[7, 6], [1, 0]]
 
 
 def test_four_worker_async_run_completes_and_replays_exactly(digits_task, digits):

@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Asynchrony (mode=sim and mode=async).
     c.num_workers = 1
     c.devices = ""  # mode=async: comma-separated device ids per worker; "" = round-robin over jax.devices()
+    c.model_parallel = 1  # devices per model replica (worker group), parameters sharded over them
     c.cpu_devices = 0  # split the host CPU into this many JAX devices (0 = leave JAX's default)
     c.protocol = "async"  # async | softsync | sync
     c.softsync_n = 1  # n-softsync: the server applies every floor(num_workers / n) arrivals
@@ -36,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.n_push = 1  # Downpour: push the accumulated gradient every n_push local steps
     c.local_learning_rate = -1.0  # Downpour local-copy SGD step size; < 0 means learning_rate
     c.max_staleness = -1  # SSP bound s (a worker that would exceed it waits); -1 = unbounded
+    c.backend = "local"  # mode=async: local (this machine's devices) | ray (Ray actors, any number of hosts)
+    c.ray_address = ""  # backend=ray: "" starts Ray here; "auto" (or host:port) joins a `ray start` cluster
+    c.ray_cpus_per_worker = 1.0  # backend=ray: resources each worker actor asks for
+    c.ray_gpus_per_worker = 0.0
     c.max_worker_failures = 3  # mode=async: a worker failing more often than this is dropped
     c.worker_timeout = 0.0  # mode=async: seconds a step may take before it counts as failed; 0 = no limit
     c.fail_at = ""  # fault drill: "worker:step[:hang],..." fails those steps (sim and async)

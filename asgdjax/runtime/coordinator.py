@@ -1,7 +1,8 @@
 """The real asynchronous runtime: a host-side coordinator over devices.
 
-Each worker owns a device (several may share one), its deterministic data stream and a parameter copy,
-and runs jitted gradient steps there through JAX's asynchronous dispatch. The coordinator waits for
+Each worker owns a device, or a group of devices holding one model-parallel replica (several workers may
+share one), its deterministic data stream and a parameter copy, and runs jitted gradient steps there
+through JAX's asynchronous dispatch. The coordinator waits for
 whichever gradient is ready first (a thread per in-flight step blocks on it, releasing the GIL), feeds
 that arrival to the same `Protocol` the simulator's virtual clock drives, and executes the trace rows it
 produces with the same arithmetic as the simulator: Downpour local steps, pushes, the shared
@@ -22,10 +23,12 @@ import numpy as np
 from absl import logging
 
 from asgdjax.data import WorkerStream
+from asgdjax.parallel import Placement
+from asgdjax.runtime.workers import LocalWorkers
 from asgdjax.server import Server, ServerState
 from asgdjax.sim.protocol import Protocol
 from asgdjax.sim.trace import Trace
-from asgdjax.train.task import Task, batch_key
+from asgdjax.train.task import Task
 
 
 @dataclasses.dataclass
@@ -38,11 +41,29 @@ class RuntimeStats:
     wall_seconds: float = 0.0
 
 
+def placements_for(model, groups: list) -> list[Placement]:
+    """One Placement per worker from its device or device group; workers sharing devices share it."""
+    made: dict[tuple, Placement] = {}
+    out = []
+    for g in groups:
+        if isinstance(g, Placement):
+            out.append(made.setdefault(g.devices, g))
+            continue
+        devs = tuple(g) if isinstance(g, (tuple, list)) else (g,)
+        if devs not in made:
+            made[devs] = Placement.for_model(model, devs)
+        out.append(made[devs])
+    return out
+
+
 class Coordinator:
     """Runs `num_workers` asynchronous workers on `devices` (one entry per worker) against one server.
 
-    make_server(hparams) -> Server is the simulator's factory; group_size and local_updates mean what they
-    mean for `asgdjax.sim.Simulator`.
+    Each entry of `devices` is a device, a tuple of devices (one model-parallel group: parameters,
+    gradients and the worker's copy sharded over it by `asgdjax.parallel`'s rules) or a Placement. The
+    server's parameters, optimizer and rule state are sharded the same way over `server_device` (default:
+    worker 0's group). make_server(hparams) -> Server is the simulator's factory; group_size and
+    local_updates mean what they mean for `asgdjax.sim.Simulator`.
     """
 
     def __init__(
@@ -57,25 +78,49 @@ class Coordinator:
         group_size: int = 1,
         local_updates: bool = False,
         server_device=None,
+        backend: str = "local",
+        backend_options: dict | None = None,
     ):
         self.task, self.K = task, len(devices)
-        self.devices = devices
-        self.server_device = server_device or devices[0]
         self.G, self.local_updates = group_size, local_updates
-        self.streams, self.data_key = streams, data_key
         self.hparams = {k: jnp.float32(v) for k, v in hparams.items()}
         self.make_server = make_server
-        self._data = {}
-        for d in {*devices, self.server_device}:
-            self._data[d] = jax.device_put(data, d)
-        # The batch key is derived inside the step from (worker, step): no eager PRNG ops on the host path.
-        self._grad = jax.jit(lambda p, d, idx, w, s: task.grad(p, d, idx, batch_key(data_key, w, s)))
-        self._local_step = jax.jit(
-            lambda p, acc, g, llr: (jax.tree.map(lambda x, d: x - llr * d, p, g), jax.tree.map(jnp.add, acc, g))
-        )
+        llr = float(hparams.get("local_learning_rate", hparams.get("learning_rate", 0.0)))
+        if backend == "local":
+            srv_entry = server_device if server_device is not None else devices[0]
+            *placements, self.server_placement = placements_for(task.model, [*devices, srv_entry])
+            self.workers = LocalWorkers(
+                task, placements, self.server_placement, data, streams, data_key, local_updates, llr
+            )
+        elif backend == "ray":  # `devices` only counts the workers: Ray places its actors
+            from asgdjax.runtime.ray_workers import RayWorkers
+
+            srv_entry = server_device if server_device is not None else jax.devices()[0]
+            (self.server_placement,) = placements_for(task.model, [srv_entry])
+            self.workers = RayWorkers(
+                task, self.K, data, streams, data_key, local_updates, llr, **(backend_options or {})
+            )
+        else:
+            raise ValueError(f"backend {backend!r}; allowed: local, ray")
+        self.devices = self.workers.devices
+        srv = self.server_placement
+        abstract = jax.eval_shape(task.model.init, jax.random.key(0))
+        self._srv_params = srv.shardings(abstract)
+        state_sh = srv.shardings(jax.eval_shape(lambda p: make_server(self.hparams).init(p), abstract))
+        self._server_init = jax.jit(lambda p, hp: make_server(hp).init(p), out_shardings=state_sh)
         # No buffer donation: workers' snapshots (DC-ASGD read params) are references to past server versions.
-        self._apply_one = jax.jit(lambda st, g, rv, w, rp, hp: make_server(hp).apply_one(st, g, rv, w, rp))
-        self._apply = jax.jit(lambda st, g, rv, w, rp, n, hp: make_server(hp).apply(st, g, rv, w, rp, n))
+        self._apply_one = jax.jit(
+            lambda st, g, rv, w, rp, hp: make_server(hp).apply_one(st, g, rv, w, rp), out_shardings=state_sh
+        )
+        self._apply = jax.jit(
+            lambda st, g, rv, w, rp, n, hp: make_server(hp).apply(st, g, rv, w, rp, n), out_shardings=state_sh
+        )
+        self._server_sh = state_sh
+
+    def shutdown(self) -> None:
+        """Release the workers (Ray actors are killed; local workers hold nothing to release)."""
+        if hasattr(self.workers, "shutdown"):
+            self.workers.shutdown()
 
     def run(
         self,
@@ -103,17 +148,16 @@ class Coordinator:
         consistent point for checkpoints).
         """
         faults = dict(faults or {})
-        srv = self.server_device
+        srv_params = self._srv_params
         if server_state is None:
-            server = self.make_server(self.hparams).init(jax.device_put(jax.tree.map(jnp.array, params), srv))
+            server = self._server_init(jax.device_put(params, srv_params), self.hparams)
         else:
-            server = jax.device_put(server_state, srv)
-        local = [jax.device_put(server.params, d) for d in self.devices]
+            server = jax.device_put(server_state, self._server_sh)
+        workers = self.workers
+        workers.start(server.params, int(server.version))
         snap = [server.params] * self.K
-        acc = [jax.tree.map(jnp.zeros_like, p) for p in local] if self.local_updates else [None] * self.K
         read_version = [int(server.version)] * self.K
         pending: list[tuple] = []
-        grads: dict[tuple[int, int], object] = {}
         futures: dict[tuple[int, int], cf.Future] = {}
         executed = {(int(r[0]), int(r[1])) for r in protocol.rows if r[1] >= 0}
         stats = RuntimeStats(np.zeros(self.K, np.int64), np.zeros(self.K))
@@ -122,33 +166,25 @@ class Coordinator:
         failures = [0] * self.K
         t0 = time.perf_counter()
         t_base = max((float(r[8]) for r in protocol.rows), default=0.0)  # a resumed run's clock continues
-        # One worker: block on its gradient directly. Several: a thread per in-flight gradient blocks on it
-        # (releasing the GIL) so the coordinator can take whichever finishes first.
-        pool = cf.ThreadPoolExecutor(max_workers=self.K, thread_name_prefix="asgd-wait") if self.K > 1 else None
 
         def dispatch(starts):
             for w, s in starts:
-                dev = self.devices[w]
                 started_at[(w, s)] = time.perf_counter()
                 fault = faults.pop((w, s), None)
                 try:
                     if fault == "raise":
                         raise RuntimeError(f"injected failure of worker {w} at step {s}")
-                    # numpy arguments follow the committed parameters onto the worker's device
-                    loss, g = self._grad(local[w], self._data[dev], self.streams[w].batch(s), np.int32(w), np.int32(s))
+                    future = workers.submit(w, s)
                 except Exception as e:  # noqa: BLE001 (any worker error is a worker failure)
-                    futures[(w, s)] = _Done(None, e)
-                    continue
-                grads[(w, s)] = g
-                if fault == "hang":
-                    futures[(w, s)] = cf.Future()  # never completes: only the timeout ends it
-                else:
-                    futures[(w, s)] = pool.submit(_ready_at, g) if pool else _Done(_ready_at(g))
+                    future = cf.Future()
+                    future.set_exception(e)
+                # A hung step never completes: only the timeout ends it.
+                futures[(w, s)] = cf.Future() if fault == "hang" else future
 
         def fail(key, error, t):
             w, s = key
             del futures[key]
-            grads.pop(key, None)
+            workers.discard(w, s)
             started_at.pop(key, None)
             failures[w] += 1
             drop = failures[w] > max_failures
@@ -167,8 +203,7 @@ class Coordinator:
 
         def fetch(w):
             snap[w] = server.params
-            dev = self.devices[w]
-            local[w] = server.params if dev == srv else jax.device_put(server.params, dev)
+            workers.fetch(w, server.params, version)
             read_version[w] = int(version)
 
         def apply_pending():
@@ -204,23 +239,23 @@ class Coordinator:
                 if (w, s) in executed:
                     raise RuntimeError(f"gradient of worker {w} step {s} would be applied twice")
                 executed.add((w, s))
-                g = grads.pop((w, s))
+                g = workers.take(w, s)
                 if self.local_updates:
-                    local[w], acc[w] = self._local_step(local[w], acc[w], g, self.hparams["local_learning_rate"])
-                    pushed = acc[w]
+                    workers.local_step(w, g)
+                    pushed = workers.accumulated(w)
                 else:
                     pushed = g
                 gradients += 1
             if push:
-                pending.append((jax.device_put(pushed, srv), read_version[w], w, fetch_flag == 2))
+                pending.append((jax.device_put(pushed, srv_params), read_version[w], w, fetch_flag == 2))
                 if self.local_updates:
-                    acc[w] = jax.tree.map(jnp.zeros_like, acc[w])
+                    workers.clear(w)
             if apply:
                 apply_pending()  # members flagged fetch-on-apply (2) fetch inside
             if fetch_flag == 1:
                 fetch(w)
                 if s < 0 and self.local_updates:  # a restart (or a join) drops unpushed local gradients
-                    acc[w] = jax.tree.map(jnp.zeros_like, acc[w])
+                    workers.clear(w)
 
         version = int(server.version)
         try:
@@ -262,32 +297,8 @@ class Coordinator:
                     f"{gradients} of {protocol.num_steps} gradients were applied"
                 )
         finally:
-            if pool:
-                pool.shutdown(wait=False, cancel_futures=True)
+            workers.close()
         stats.wall_seconds = time.perf_counter() - t0
         meta = {"source": "runtime", "failures": protocol.failures}
         trace = Trace.from_rows([tuple(r) for r in protocol.rows], self.K, meta)
         return server, trace, stats
-
-
-class _Done:
-    """A finished future (the single-worker path blocks in the coordinator thread itself)."""
-
-    def __init__(self, value, error: BaseException | None = None):
-        self.value, self.error = value, error
-
-    def done(self) -> bool:
-        return True
-
-    def exception(self):
-        return self.error
-
-    def result(self):
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-def _ready_at(x) -> float:
-    jax.block_until_ready(x)
-    return time.perf_counter()

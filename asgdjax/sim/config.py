@@ -36,6 +36,9 @@ def validate_async(config) -> None:
     if bad:
         raise ConfigError(f"fail_at names worker {bad[0]}; allowed: 0..{config.num_workers - 1}")
     int_at_least("max_worker_failures", config.max_worker_failures, 0, "an integer >= 0")
+    choice("backend", config.backend, ("local", "ray"))
+    if config.backend == "ray":
+        validate_ray(config)
     if not isinstance(config.worker_timeout, (int, float)) or config.worker_timeout < 0:
         raise ConfigError(f"worker_timeout={config.worker_timeout!r} is not allowed; use seconds >= 0 (0 = none)")
     int_at_least("staleness_cap", config.staleness_cap, -1, "-1 (no cap) or >= 0")
@@ -48,6 +51,21 @@ def validate_async(config) -> None:
         )
     if delays.kind == "uniform_staleness" and config.sim_memory == "workers":
         raise ConfigError("delay.kind='uniform_staleness' needs sim_memory='ring' (or 'auto')")
+
+
+def validate_ray(config) -> None:
+    """backend=ray: real workers only, one device per actor, Ray installed, sane resources."""
+    if config.mode != "async":
+        raise ConfigError(f"backend='ray' is not allowed with mode={config.mode!r}; use mode='async'")
+    if config.model_parallel > 1:
+        raise ConfigError("backend='ray' runs one device per actor; use model_parallel=1 (or backend='local')")
+    for key in ("ray_cpus_per_worker", "ray_gpus_per_worker"):
+        if not isinstance(config[key], (int, float)) or config[key] < 0:
+            raise ConfigError(f"{key}={config[key]!r} is not allowed; use a number >= 0")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError("backend='ray' needs Ray: pip install 'asgdjax[ray]'") from None
 
 
 def parse_faults(spec: str) -> dict[tuple[int, int], str]:

@@ -57,6 +57,9 @@ class Simulator:
     consecutive events, each gradient then its server operations, unrolled in one program (fastest on
     XLA:CPU, whose grouped convolutions are slow, and on an H100 for the nets measured). "auto" = sequential.
     Both give the same result to float tolerance; each is deterministic.
+    placement: an `asgdjax.parallel.Placement`; the whole state (server, K worker copies or the ring,
+    pending group) is then sharded over its mesh by the parameters' rules, so a model too large for one
+    device is simulated across several. None: JAX's default device.
     """
 
     def __init__(
@@ -69,8 +72,10 @@ class Simulator:
         strategy: str = "auto",
         chunk: int = 0,
         ring_depth: int = 0,
+        placement=None,
     ):
         self.task, self.make_server, self.K = task, make_server, num_workers
+        self.placement = placement
         self.G, self.local_updates = group_size, local_updates
         self.D = ring_depth
         if ring_depth and (group_size > 1 or local_updates):
@@ -84,10 +89,18 @@ class Simulator:
         # ten events is where XLA:CPU's unrolled conv gradients run fastest (DESIGN.md).
         self.C = chunk or (min(num_workers, 256) if strategy == "waves" else 10)
         self.step = jax.jit(self._step, donate_argnums=0)
+        self._sharded_step = None
 
     # ----------------------------------------------------------------------------------------------- state
     def init(self, params, hparams: dict) -> SimState:
         """Every worker starts from `params` (version 0); `params` is copied, never donated."""
+        if self.placement is not None:  # built under jit straight into its shards: no device holds it whole
+            abstract = jax.eval_shape(self._init, params, hparams)
+            init = jax.jit(self._init, out_shardings=self.placement.shardings(abstract))
+            return init(self.placement.put(params), hparams)
+        return self._init(params, hparams)
+
+    def _init(self, params, hparams: dict) -> SimState:
         server = self.make_server(hparams).init(jax.tree.map(jnp.array, params))
         stack = lambda n: jax.tree.map(lambda p: jnp.broadcast_to(p, (n, *p.shape)).copy(), params)
         zeros = lambda n: jax.tree.map(lambda p: jnp.zeros((n, *p.shape), p.dtype), params)
@@ -124,14 +137,25 @@ class Simulator:
         if start_event not in set(bounds.tolist()):
             raise ValueError(f"start_event {start_event} is not a chunk boundary")
         hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
+        step = self.step
+        if self.placement is not None:
+            data = jax.device_put(data, self.placement.replicated)
+            step = self.sharded_step(state)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b <= start_event:
                 continue
             chunk = wave_arrays(trace, int(a), int(b), self.C, batch_indices(trace, streams, int(a), int(b)))
-            state, losses = self.step(state, data, chunk, hparams, data_key)
+            state, losses = step(state, data, chunk, hparams, data_key)
             if callback is not None:
                 callback(int(b), state, losses)
         return state
+
+    def sharded_step(self, state: SimState):
+        """The step with the state's shardings declared as its outputs."""
+        if self._sharded_step is None:  # a Simulator's state layout never changes
+            out = (self.placement.shardings(state), self.placement.replicated)
+            self._sharded_step = jax.jit(self._step, donate_argnums=0, out_shardings=out)
+        return self._sharded_step
 
     def boundaries(self, trace: Trace) -> np.ndarray:
         """Event offsets where compiled calls start (and checkpoints may be taken), ending with len(trace)."""

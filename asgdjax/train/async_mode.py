@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -9,7 +10,8 @@ import numpy as np
 from absl import logging
 
 from asgdjax.errors import ConfigError
-from asgdjax.runtime import Coordinator, assign_devices
+from asgdjax.parallel import group_devices
+from asgdjax.runtime import Coordinator
 from asgdjax.sim.config import (
     expected_updates,
     group_size,
@@ -27,7 +29,7 @@ from asgdjax.train.sim import rejection_summary
 def run_async(ctx: RunContext) -> dict:
     """Train config.num_workers real asynchronous workers for config.steps gradients."""
     config = ctx.config
-    devices = assign_devices(config.num_workers, config.devices)
+    devices = group_devices(config.num_workers, config.model_parallel, config.devices)
     protocol = protocol_from_config(config)
     # The number of updates is known only at the end in async mode; a cosine schedule spans the updates
     # this protocol makes when no worker waits (recorded in the trace so a replay uses the same schedule).
@@ -42,6 +44,8 @@ def run_async(ctx: RunContext) -> dict:
         jax.random.key(config.seed + 1),
         group_size=group_size(config),
         local_updates=config.n_fetch > 1 or config.n_push > 1,
+        server_device=ctx.placement,
+        **backend_args(config),
     )
     params = ctx.task.model.init(jax.random.key(config.seed))
     server_state = resume(ctx, protocol, server_factory(config, total_updates)(hparams_from_config(config)), params)
@@ -62,16 +66,19 @@ def run_async(ctx: RunContext) -> dict:
         progress["checkpointed"] = done
         save_checkpoint(ctx, done, server, proto)
 
-    server, trace, stats = coordinator.run(
-        params,
-        protocol,
-        on_apply,
-        faults=parse_faults(config.fail_at),
-        worker_timeout=float(config.worker_timeout),
-        max_failures=config.max_worker_failures,
-        server_state=server_state,
-        on_arrival=on_arrival,
-    )
+    try:
+        server, trace, stats = coordinator.run(
+            params,
+            protocol,
+            on_apply,
+            faults=parse_faults(config.fail_at),
+            worker_timeout=float(config.worker_timeout),
+            max_failures=config.max_worker_failures,
+            server_state=server_state,
+            on_arrival=on_arrival,
+        )
+    finally:
+        coordinator.shutdown()
     bar.close()
     trace.meta.update(_trace_meta(config), lr_schedule_updates=total_updates)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
@@ -84,7 +91,8 @@ def run_async(ctx: RunContext) -> dict:
         **rejection_summary(server.rejected),
         "worker_failures": trace.meta["failures"],
         "dropped_workers": sorted({f["worker"] for f in trace.meta["failures"] if f["dropped"]}),
-        "devices": [str(d) for d in devices],
+        "devices": coordinator.devices,
+        "backend": config.backend,
         "protocol": config.protocol,
         "rule": config.rule,
         "staleness_mean": s["staleness_mean"],
@@ -107,6 +115,26 @@ def run_async(ctx: RunContext) -> dict:
         "gradients": trace.num_gradients,
         "summary": summary,
     }
+
+
+def backend_args(config) -> dict:
+    """Coordinator keywords of config.backend; backend=ray starts (or joins) Ray first."""
+    if config.backend == "local":
+        return {}
+    import ray
+
+    if not ray.is_initialized():
+        if config.ray_address:
+            ray.init(address=config.ray_address, include_dashboard=False)
+        else:  # a local instance with a logical CPU for every worker actor (oversubscribing is fine)
+            need = math.ceil(config.num_workers * config.ray_cpus_per_worker)
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+    options = {
+        "num_cpus": config.ray_cpus_per_worker,
+        "num_gpus": config.ray_gpus_per_worker,
+        "max_restarts": config.max_worker_failures,
+    }
+    return {"backend": "ray", "backend_options": options}
 
 
 def _trace_meta(config) -> dict:

@@ -27,6 +27,7 @@ class RunContext:
     optimizer: optax.GradientTransformation
     writer: MetricsWriter
     checkpoints: Checkpoints
+    placement: object = None  # asgdjax.parallel.Placement of the server's (or the one model's) parameters
     show_progress: bool = True
     started: float = dataclasses.field(default_factory=time.time)
     eval_seconds: float = 0.0

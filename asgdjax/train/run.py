@@ -12,6 +12,8 @@ from asgdjax.data import load_dataset
 from asgdjax.errors import ConfigError
 from asgdjax.models import get_model, param_count
 from asgdjax.optim import make_optimizer
+from asgdjax.parallel import Placement, group_devices
+from asgdjax.parallel.placement import bytes_per_device
 from asgdjax.train.loop import RunContext
 from asgdjax.train.outputs import Checkpoints, MetricsWriter, read_json, write_json
 from asgdjax.train.task import Task, device_data
@@ -32,6 +34,8 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     spec = dataset.spec
     model = get_model(config.model, spec.num_classes, spec.image_shape)
     task = Task(model, spec, augment=bool(config.augment and spec.augment))
+    # Parameters (and everything shaped like them) live sharded over the first model_parallel devices.
+    placement = Placement.for_model(model, group_devices(1, config.model_parallel)[0])
     optimizer = make_optimizer(
         config.optimizer,
         config.learning_rate,
@@ -46,7 +50,8 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
         workdir=workdir,
         task=task,
         dataset=dataset,
-        data=device_data(dataset),
+        data=device_data(dataset, placement.replicated),
+        placement=placement,
         optimizer=optimizer,
         writer=MetricsWriter(workdir),
         checkpoints=Checkpoints(workdir),
@@ -66,6 +71,8 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
         "dataset": config.dataset,
         "model": config.model,
         "parameters": param_count(result["params"]),
+        "model_parallel": config.model_parallel,
+        "parameter_bytes_per_device": bytes_per_device(result["params"]),
         "final_test_accuracy": final["test_accuracy"],
         "final_test_loss": final["test_loss"],
         "steps": config.steps,

@@ -29,6 +29,7 @@ def run_sim(ctx: RunContext) -> dict:
         strategy=config.sim_strategy,
         chunk=config.sim_chunk,
         ring_depth=int(trace.staleness.max()) + 1 if memory(config) == "ring" else 0,
+        placement=ctx.placement if config.model_parallel > 1 else None,
     )
     hparams = hparams_from_config(config)
     state = sim.init(ctx.task.model.init(jax.random.key(config.seed)), hparams)

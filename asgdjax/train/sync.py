@@ -26,8 +26,10 @@ def run_sync(ctx: RunContext) -> dict:
     """Train for config.steps updates; resumes from the latest checkpoint in the workdir."""
     config, task = ctx.config, ctx.task
     stream = WorkerStream(ctx.dataset.num_train, config.batch_size, config.seed)
-    params = task.model.init(jax.random.key(config.seed))
-    opt_state = ctx.optimizer.init(params)
+    params = ctx.placement.put(task.model.init(jax.random.key(config.seed)))
+    opt_state = jax.jit(
+        ctx.optimizer.init, out_shardings=ctx.placement.shardings(jax.eval_shape(ctx.optimizer.init, params))
+    )(params)
     state = {"params": params, "opt_state": opt_state, "step": np.asarray(0, np.int64)}
     state = ctx.restore(state)
     params, opt_state, start = state["params"], state["opt_state"], int(state["step"])

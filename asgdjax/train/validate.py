@@ -22,6 +22,7 @@ def validate(config) -> None:
     finite_positive("learning_rate", config.learning_rate)
     finite_positive("max_train_loss", config.max_train_loss)
     int_at_least("cpu_devices", config.cpu_devices, 0, "0 (default) or a positive integer")
+    int_at_least("model_parallel", config.model_parallel, 1, "a positive integer (devices per model replica)")
     if not (isinstance(config.momentum, (int, float)) and 0 <= config.momentum < 1):
         raise ConfigError(f"momentum={config.momentum!r} is not allowed; use a number in [0, 1)")
     if not (isinstance(config.weight_decay, (int, float)) and config.weight_decay >= 0):

@@ -15,12 +15,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from asgdjax.data import ArrayDataset, get_spec, is_prepared, load_dataset  # noqa: E402
+from asgdjax.data import ArrayDataset, DatasetSpec, get_spec, is_prepared, load_dataset  # noqa: E402
 from asgdjax.models import get_model  # noqa: E402
 from asgdjax.train.task import Task, device_data  # noqa: E402
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 NPZ = {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}
+IMAGENET_SPEC = DatasetSpec(
+    "imagenet2012", "", (224, 224, 3), 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, "", True
+)
 
 
 def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]:
@@ -54,6 +57,20 @@ def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]
         ds = load_dataset(dataset)
     task = Task(get_model(model, spec.num_classes, spec.image_shape), spec, augment=False)
     return task, device_data(ds), ds, source
+
+
+def alexnet_task(n: int):
+    """(task, device data, params) for AlexNet on n synthetic 224x224 images held on the device."""
+    rng = np.random.default_rng(0)
+    ds = ArrayDataset(
+        IMAGENET_SPEC,
+        rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8),
+        rng.integers(0, 1000, n).astype(np.int32),
+        np.zeros((1, 224, 224, 3), np.uint8),
+        np.zeros(1, np.int32),
+    )
+    task = Task(get_model("alexnet", 1000, (224, 224, 3)), IMAGENET_SPEC, augment=False)
+    return task, device_data(ds), task.model.init(jax.random.key(0))
 
 
 def plain_sgd_loop(task, optimizer, params, data, batches, key):

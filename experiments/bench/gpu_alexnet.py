@@ -14,24 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import best_time, emit, plain_sgd_loop
+from common import alexnet_task, best_time, emit, plain_sgd_loop
 
-from asgdjax.data import ArrayDataset, DatasetSpec, WorkerStream
-from asgdjax.models import get_model
+from asgdjax.data import WorkerStream
 from asgdjax.rules import plain
 from asgdjax.runtime import Coordinator
 from asgdjax.server import Server
 from asgdjax.sim import make_streams
 from asgdjax.sim.protocol import Protocol
 from asgdjax.train.sync import make_sync_step
-from asgdjax.train.task import Task, device_data
 
 flags.DEFINE_bool("quick", False, "Fewer steps.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 FLAGS = flags.FLAGS
-SPEC = DatasetSpec(
-    "imagenet2012", "", (224, 224, 3), 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, "", True
-)
 
 
 def matmul_tflops(dtype, n=8192, reps=10) -> float:
@@ -40,20 +35,6 @@ def matmul_tflops(dtype, n=8192, reps=10) -> float:
     f(a).block_until_ready()
     t = best_time(lambda: jax.block_until_ready([f(a) for _ in range(reps)]), 3)
     return 2 * n**3 * reps / t / 1e12
-
-
-def alexnet_task(n: int):
-    """(task, device data, params) for AlexNet on n synthetic 224x224 images held on the device."""
-    rng = np.random.default_rng(0)
-    ds = ArrayDataset(
-        SPEC,
-        rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8),
-        rng.integers(0, 1000, n).astype(np.int32),
-        np.zeros((1, 224, 224, 3), np.uint8),
-        np.zeros(1, np.int32),
-    )
-    task = Task(get_model("alexnet", 1000, (224, 224, 3)), SPEC, augment=False)
-    return task, device_data(ds), task.model.init(jax.random.key(0))
 
 
 def main(argv):

@@ -5,8 +5,7 @@ import time
 import jax
 import numpy as np
 import optax
-from common import best_time, plain_sgd_loop
-from gpu_alexnet import alexnet_task
+from common import alexnet_task, best_time, plain_sgd_loop
 
 from asgdjax.data import WorkerStream
 from asgdjax.rules import plain

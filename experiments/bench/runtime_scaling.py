@@ -18,8 +18,9 @@ import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from common import bench_task, emit  # noqa: E402
 
+from asgdjax.parallel import group_devices
 from asgdjax.rules import plain  # noqa: E402
-from asgdjax.runtime import Coordinator, assign_devices  # noqa: E402
+from asgdjax.runtime import Coordinator  # noqa: E402
 from asgdjax.server import Server  # noqa: E402
 from asgdjax.sim import make_streams  # noqa: E402
 from asgdjax.sim.protocol import Protocol  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv):
             task,
             lambda h: Server(plain(), optax.sgd(h["learning_rate"])),
             {"learning_rate": 0.01},
-            assign_devices(k),
+            group_devices(k),
             host_data,
             make_streams(ds.num_train, FLAGS.batch, 0, k),
             jax.random.key(1),
