@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-BENCHES := sim_overhead sweep vs_torch runtime_overhead runtime_scaling
+BENCHES := sim_overhead sweep vs_torch runtime_overhead runtime_scaling model_parallel ray_overhead
 
 bench: $(STAMP)  # CPU benchmarks, --quick; vs_torch needs `pip install torch==2.13.0`; GPU: experiments/bench/gpu_check.sh
 	cd experiments/bench && for b in $(BENCHES); do ../../$(PY) $$b.py --quick || exit 1; done

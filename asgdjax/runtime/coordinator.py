@@ -33,12 +33,18 @@ from asgdjax.train.task import Task
 
 @dataclasses.dataclass
 class RuntimeStats:
-    """What the coordinator measured: per-worker step counts and busy time, apply latency samples."""
+    """What the coordinator measured: per-worker step counts and busy time, apply latency samples, and per
+    arrival: the worker's step time (dispatch -> gradient ready), the time until the coordinator took it
+    (notice) and how long the coordinator then held it (service: rows, apply dispatch, fetch, next step).
+    These are what `asgdjax.predict` calibrates the virtual clock from."""
 
     steps: np.ndarray
     busy_seconds: np.ndarray
     apply_seconds: list = dataclasses.field(default_factory=list)
     wall_seconds: float = 0.0
+    step_seconds: list = dataclasses.field(default_factory=list)  # (worker, seconds) per arrival
+    notice_seconds: list = dataclasses.field(default_factory=list)
+    service_seconds: list = dataclasses.field(default_factory=list)
 
 
 def placements_for(model, groups: list) -> list[Placement]:
@@ -78,7 +84,7 @@ class Coordinator:
         group_size: int = 1,
         local_updates: bool = False,
         server_device=None,
-        backend: str = "local",
+        backend="local",
         backend_options: dict | None = None,
     ):
         self.task, self.K = task, len(devices)
@@ -86,7 +92,11 @@ class Coordinator:
         self.hparams = {k: jnp.float32(v) for k, v in hparams.items()}
         self.make_server = make_server
         llr = float(hparams.get("local_learning_rate", hparams.get("learning_rate", 0.0)))
-        if backend == "local":
+        if not isinstance(backend, str):  # a worker pool object (the LocalWorkers interface)
+            srv_entry = server_device if server_device is not None else jax.devices()[0]
+            (self.server_placement,) = placements_for(task.model, [srv_entry])
+            self.workers = backend
+        elif backend == "local":
             srv_entry = server_device if server_device is not None else devices[0]
             *placements, self.server_placement = placements_for(task.model, [*devices, srv_entry])
             self.workers = LocalWorkers(
@@ -277,9 +287,13 @@ class Coordinator:
                 if not ready:
                     continue
                 t_done, (w, s) = min(ready, key=lambda x: (x[0], x[1][0]))
+                t_taken = time.perf_counter()
                 del futures[(w, s)]
                 stats.steps[w] += 1
-                stats.busy_seconds[w] += t_done - started_at.pop((w, s))
+                took = t_done - started_at.pop((w, s))
+                stats.busy_seconds[w] += took
+                stats.step_seconds.append((w, took))
+                stats.notice_seconds.append(max(0.0, t_taken - t_done))
                 first_row = len(protocol.rows)
                 starts = protocol.arrive(w, s, t_done - t0 + t_base)
                 for row in protocol.rows[first_row:]:
@@ -287,6 +301,7 @@ class Coordinator:
                 if on_arrival is not None:
                     on_arrival(gradients, server, protocol)
                 dispatch(starts)
+                stats.service_seconds.append(time.perf_counter() - t_taken)
             protocol.finish()
             if pending:
                 apply_pending()
