@@ -30,6 +30,8 @@ class DelayModel:
     straggler_prob: float = 0.0
     straggler_factor: float = 1.0
     staleness_bound: int = 0  # uniform_staleness (Dai et al. 2019): tau uniform on {0..bound}
+    latency: float = 0.0  # from a gradient being ready to the server taking it (network, notification)
+    service: float = 0.0  # server time per arrival (apply, fetch, dispatch), one arrival at a time
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,6 +48,10 @@ class DelayModel:
             raise ConfigError(f"delay.straggler_prob={self.straggler_prob!r} is not allowed; use [0, 1]")
         if not self.straggler_factor >= 1:
             raise ConfigError(f"delay.straggler_factor={self.straggler_factor!r} is not allowed; use >= 1")
+        for key in ("latency", "service"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"delay.{key}={value!r} is not allowed; use seconds >= 0")
         if self.staleness_bound < 0:
             raise ConfigError(f"delay.staleness_bound={self.staleness_bound!r} is not allowed; use >= 0")
 
@@ -63,6 +69,8 @@ class DelayModel:
             straggler_prob=float(c.straggler_prob),
             straggler_factor=float(c.straggler_factor),
             staleness_bound=int(c.staleness_bound),
+            latency=float(c.get("latency", 0.0)),
+            service=float(c.get("service", 0.0)),
         )
 
 

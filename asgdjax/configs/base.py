@@ -57,5 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.delay.speeds = ""  # comma-separated relative step times per worker, e.g. "1,1,3"; "" = all 1
     c.delay.straggler_prob = 0.0  # probability that a step is slowed down ...
     c.delay.straggler_factor = 1.0  # ... by this factor
-    c.delay.staleness_bound = 0  # uniform_staleness (Dai et al.): tau uniform on {0..bound}
+    c.delay.staleness_bound = 0
+    c.delay.latency = 0.0  # seconds from a gradient being ready to the server taking it
+    c.delay.service = 0.0  # server seconds per arrival (serial); asgdjax-predict calibrates both  # uniform_staleness (Dai et al.): tau uniform on {0..bound}
     return c

@@ -90,11 +90,16 @@ def uniform_staleness_schedule(key: jax.Array, num_workers: int, num_steps: int,
 def run_virtual_clock(protocol: Protocol, times: StepTimes, failures=()) -> list[tuple]:
     """Drive `protocol` in virtual time: the in-flight step that ends first arrives next.
 
+    With the delay model's `latency` and `service` > 0 the server is a single FIFO queue, as the real
+    coordinator is: an arrival at t is taken at max(t + latency, server free), holds the server for
+    `service` seconds, and the steps it starts begin when it is done (so many fast workers saturate it).
     failures: (worker, step) pairs whose first attempt fails when it would have finished (the worker
     restarts and retries), the simulator's counterpart of the runtime's injected faults.
     """
     heap: list[tuple[float, int, int]] = []
     pending_failures = set(failures)
+    latency, service = times.model.latency, times.model.service
+    free = 0.0
 
     def start(starts, t):
         for w, s in starts:
@@ -103,11 +108,14 @@ def run_virtual_clock(protocol: Protocol, times: StepTimes, failures=()) -> list
     start(protocol.begin(), 0.0)
     while heap:
         t, w, s = heapq.heappop(heap)
+        done = t
+        if latency or service:
+            done = free = max(t + latency, free) + service
         if (w, s) in pending_failures:
             pending_failures.discard((w, s))
-            start(protocol.fail(w, s, t, "injected failure"), t)
+            start(protocol.fail(w, s, t, "injected failure"), done)
         else:
-            start(protocol.arrive(w, s, t), t)
+            start(protocol.arrive(w, s, t), done)
     if protocol.held:  # cannot happen: with nothing in flight every held push is releasable
         raise RuntimeError("schedule deadlock: held workers with nothing in flight")
     protocol.finish()

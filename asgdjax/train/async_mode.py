@@ -23,6 +23,7 @@ from asgdjax.sim.config import (
 from asgdjax.sim.engine import make_streams
 from asgdjax.sim.trace import Trace
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
+from asgdjax.train.outputs import write_json
 from asgdjax.train.sim import rejection_summary
 
 
@@ -82,6 +83,7 @@ def run_async(ctx: RunContext) -> dict:
     bar.close()
     trace.meta.update(_trace_meta(config), lr_schedule_updates=total_updates)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
+    save_runtime_stats(os.path.join(ctx.workdir, "runtime_stats.json"), stats)
     if ctx.checkpoints.latest_step() != config.steps:
         save_checkpoint(ctx, config.steps, server, protocol)
     s = trace.stats()
@@ -115,6 +117,19 @@ def run_async(ctx: RunContext) -> dict:
         "gradients": trace.num_gradients,
         "summary": summary,
     }
+
+
+def save_runtime_stats(path: str, stats) -> None:
+    """The coordinator's per-arrival timings (what `asgdjax-predict --calibrate_from` fits)."""
+    write_json(
+        path,
+        {
+            "step_seconds": [[int(w), float(t)] for w, t in stats.step_seconds],
+            "notice_seconds": [float(t) for t in stats.notice_seconds],
+            "service_seconds": [float(t) for t in stats.service_seconds],
+            "wall_seconds": stats.wall_seconds,
+        },
+    )
 
 
 def backend_args(config) -> dict:

@@ -1,0 +1,129 @@
+"""Calibration: the virtual clock's parameters fitted to what a real run measured, saved as editable JSON.
+
+A real run's coordinator records, per arrival, the worker's step time (dispatch -> gradient ready), the
+time until the coordinator took it (`latency`) and how long it then held it (`service`: rows, the server
+update's dispatch, fetch, starting the next step). The fit: per-worker mean step times give relative
+speeds; step times divided by their worker's mean give the noise, fitted as a mean-1 lognormal (sigma of
+the log) or, when nearly constant, as constant. The result is a `DelayModel`, so the simulator's schedules
+run on the measured clock. Edit the JSON for hardware you do not have: more workers (missing speeds are 1),
+slower ones (speeds 3.0), a network (latency 0.05).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from asgdjax.delays import DelayModel
+from asgdjax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A fitted delay model plus what it was measured on (for the record; not used by predictions)."""
+
+    delay: DelayModel
+    measured: dict = dataclasses.field(default_factory=dict)
+
+    def for_workers(self, num_workers: int) -> DelayModel:
+        """The delay model for `num_workers`: calibrated speeds for the first ones, 1 (typical) after."""
+        return dataclasses.replace(self.delay, speeds=tuple(self.delay.speeds[:num_workers]))
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self.delay)
+        d["speeds"] = list(d["speeds"])
+        for k in ("staleness_bound",):
+            d.pop(k)
+        return {"delay": d, "measured": self.measured}
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str) -> Calibration:
+        """Read a calibration JSON; a missing file or a bad field is a ConfigError naming it."""
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"calibration {path!r} cannot be read ({e}); give a file asgdjax-predict wrote") from None
+        fields = {f.name for f in dataclasses.fields(DelayModel)}
+        delay = raw.get("delay", {})
+        unknown = sorted(set(delay) - fields)
+        if unknown:
+            raise ConfigError(f"calibration {path!r} has unknown delay field {unknown[0]!r}; allowed: {sorted(fields)}")
+        delay = {**delay, "speeds": tuple(float(s) for s in delay.get("speeds", ()))}
+        try:
+            return cls(DelayModel(**delay), raw.get("measured", {}))
+        except ConfigError as e:
+            raise ConfigError(f"calibration {path!r}: {e}") from None
+
+
+def fit(
+    step_seconds: list[tuple[int, float]],
+    latency: list[float],
+    service: list[float],
+    num_workers: int,
+    measured: dict | None = None,
+    skip: int = 2,
+) -> Calibration:
+    """Fit a Calibration from per-arrival samples (the coordinator's RuntimeStats).
+
+    The first `skip` steps of every worker are dropped (compilation, warm-up).
+    """
+    per_worker: dict[int, list[float]] = {w: [] for w in range(num_workers)}
+    for w, t in step_seconds:
+        per_worker[int(w)].append(float(t))
+    per_worker = {w: _trim(np.asarray(v[skip:] if len(v) > skip + 2 else v)) for w, v in per_worker.items()}
+    if any(len(v) == 0 for v in per_worker.values()):
+        missing = [w for w, v in per_worker.items() if len(v) == 0]
+        raise ValueError(f"workers {missing} have no step-time samples to calibrate from")
+    means = np.asarray([v.mean() for v in per_worker.values()])
+    mean = float(means.mean())
+    noise = np.concatenate([v / v.mean() for v in per_worker.values()])
+    sigma = float(np.std(np.log(noise)))
+    kind, spread = ("constant", 0.5) if sigma < 0.01 else ("lognormal", sigma)
+    start = min(skip * num_workers, len(latency) // 2)
+    delay = DelayModel(
+        kind=kind,
+        mean=mean,
+        spread=spread,
+        speeds=tuple(float(m / mean) for m in means),
+        latency=_trimmed_mean(latency[start:]),
+        service=_trimmed_mean(service[start:]),
+    )
+    info = {"num_workers": num_workers, "samples": int(sum(len(v) for v in per_worker.values()))}
+    return Calibration(delay, {**info, **(measured or {})})
+
+
+def _trim(x: np.ndarray, top: float = 0.01) -> np.ndarray:
+    return np.sort(x)[: max(1, int(np.ceil(len(x) * (1 - top))))] if len(x) else x
+
+
+def _trimmed_mean(x, top: float = 0.01) -> float:
+    """Mean without the slowest 1% (evaluations, checkpoints and log flushes pause the coordinator)."""
+    x = np.sort(np.asarray(x, np.float64))
+    return float(x[: max(1, int(np.ceil(len(x) * (1 - top))))].mean()) if len(x) else 0.0
+
+
+def calibrate(stats, num_workers: int, measured: dict | None = None) -> Calibration:
+    """The Calibration of a finished runtime run (`Coordinator.run`'s RuntimeStats)."""
+    return fit(stats.step_seconds, stats.notice_seconds, stats.service_seconds, num_workers, measured)
+
+
+def calibrate_workdir(workdir: str) -> Calibration:
+    """The Calibration of a finished `mode=async` run from its runtime_stats.json and config.json."""
+    try:
+        with open(os.path.join(workdir, "runtime_stats.json")) as f:
+            raw = json.load(f)
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+    except OSError:
+        raise ConfigError(f"{workdir!r} holds no finished mode=async run (runtime_stats.json, config.json)") from None
+    measured = {"workdir": os.path.abspath(workdir), "model": config["model"], "batch_size": config["batch_size"]}
+    return fit(raw["step_seconds"], raw["notice_seconds"], raw["service_seconds"], config["num_workers"], measured)

@@ -1,0 +1,95 @@
+"""`asgdjax-predict`: how fast will N workers reach my target accuracy, and how stale will they be?
+
+  asgdjax-predict --config=asgdjax/configs/mnist.py --calibrate_workers=2 --workers=1,2,4,8 --target=0.98
+  asgdjax-predict --config=... --calibration=calibration.json --workers=8,64,1024
+
+Calibrates the simulator's virtual clock from a short real run (or a saved/edited calibration.json, or a
+finished async run's workdir), then simulates training for each worker count. Writes calibration.json,
+predictions.json and predictions.png to --workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags, logging
+
+flags.DEFINE_string("workdir", "runs/predict", "Output folder.")
+flags.DEFINE_string("calibration", "", "A calibration.json to use (edit one for hardware you do not have).")
+flags.DEFINE_string("calibrate_from", "", "Calibrate from this finished mode=async run's workdir.")
+flags.DEFINE_integer("calibrate_workers", 2, "Workers of the short real run that calibrates the clock.")
+flags.DEFINE_integer("calibrate_steps", 200, "Gradients of that run.")
+flags.DEFINE_string("workers", "1,2,4,8", "Worker counts to predict.")
+flags.DEFINE_float("target", 0.95, "Target test accuracy.")
+flags.DEFINE_integer("eval_every", 50, "Gradients between evaluations of the simulated runs.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+    from asgdjax.cli import fail
+    from asgdjax.errors import ConfigError
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]!r}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        counts = [int(x) for x in FLAGS.workers.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
+    if not counts or min(counts) < 1:
+        fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
+    if not 0 < FLAGS.target <= 1:
+        fail(f"--target={FLAGS.target!r} is not allowed; use an accuracy in (0, 1]")
+    try:
+        run(FLAGS.config, counts)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def run(config, counts: list[int]) -> None:
+    from asgdjax.predict import Calibration
+    from asgdjax.predict.calibration import calibrate_workdir
+    from asgdjax.predict.predict import plot, predict
+    from asgdjax.train import train
+
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    if FLAGS.calibration:
+        cal = Calibration.load(FLAGS.calibration)
+    elif FLAGS.calibrate_from:
+        cal = calibrate_workdir(FLAGS.calibrate_from)
+    else:  # a short real run, no evaluation (it would pause the workers and skew the clock)
+        c = config.copy_and_resolve_references()
+        c.mode, c.num_workers, c.steps = "async", FLAGS.calibrate_workers, FLAGS.calibrate_steps
+        c.eval_every = c.log_every = c.checkpoint_every = c.steps
+        out = os.path.join(FLAGS.workdir, "calibration_run")
+        train(c, out, show_progress=FLAGS.progress)
+        cal = calibrate_workdir(out)
+    cal.save(os.path.join(FLAGS.workdir, "calibration.json"))
+    rows = predict(config, cal, counts, FLAGS.target, FLAGS.workdir, FLAGS.eval_every, FLAGS.progress)
+    with open(os.path.join(FLAGS.workdir, "predictions.json"), "w") as f:
+        json.dump({"target": FLAGS.target, "calibration": cal.to_json(), "rows": rows}, f, indent=2)
+    plot(rows, FLAGS.target, os.path.join(FLAGS.workdir, "predictions.png"), f"{config.model} on {config.dataset}")
+    print(f"{'workers':>8} {'staleness':>10} {'grads/s':>10} {'s to target':>12} {'speedup':>8}  final acc")
+    for r in rows:
+        t = f"{r['seconds_to_target']:.2f}" if r["seconds_to_target"] is not None else "not reached"
+        if r["diverged"]:
+            t = "diverged"
+        sp = f"{r['speedup_to_target']:.2f}x" if r["speedup_to_target"] else "-"
+        print(
+            f"{r['workers']:>8} {r['staleness_mean']:>10.2f} {r['gradients_per_second']:>10.1f} {t:>12} {sp:>8}"
+            f"  {r['final_test_accuracy']:.4f}"
+        )
+    print(f"outputs: {os.path.abspath(FLAGS.workdir)}", file=sys.stderr)
+
+
+def entry() -> None:
+    from asgdjax.cli import run_app
+
+    run_app(main, "asgdjax-predict")
+
+
+if __name__ == "__main__":
+    entry()
