@@ -31,6 +31,9 @@ def test_a_busy_server_caps_throughput_in_the_virtual_clock():
     assert queued.num_gradients / queued.virtual_time == pytest.approx(2.0, rel=0.02)  # 1 / service
     one = make_schedule(jax.random.key(0), 1, 100, DelayModel("constant", mean=1.0, latency=0.25, service=0.25))
     assert one.virtual_time == pytest.approx(100 * 1.5 - 0.5, rel=1e-6)  # step + latency + service per step
+    # Downpour's local steps do not touch the server: only every 4th arrival (push + fetch) waits for it.
+    local = make_schedule(jax.random.key(0), 1, 100, DelayModel("constant", mean=1.0, service=0.5), n_fetch=4, n_push=4)
+    assert local.virtual_time == pytest.approx(100 + 24 * 0.5, rel=1e-6)
 
 
 class SleepWorkers:

@@ -179,7 +179,6 @@ class Coordinator:
 
         def dispatch(starts):
             for w, s in starts:
-                started_at[(w, s)] = time.perf_counter()
                 fault = faults.pop((w, s), None)
                 try:
                     if fault == "raise":
@@ -190,6 +189,9 @@ class Coordinator:
                     future.set_exception(e)
                 # A hung step never completes: only the timeout ends it.
                 futures[(w, s)] = cf.Future() if fault == "hang" else future
+                # From the end of the (asynchronous) dispatch call: its host time is the coordinator's
+                # service time, the step time is what the worker then takes (calibration keeps them apart).
+                started_at[(w, s)] = getattr(future, "dispatched", None) or time.perf_counter()
 
         def fail(key, error, t):
             w, s = key
@@ -301,7 +303,10 @@ class Coordinator:
                 if on_arrival is not None:
                     on_arrival(gradients, server, protocol)
                 dispatch(starts)
-                stats.service_seconds.append(time.perf_counter() - t_taken)
+                # Service ends when the last step started here was dispatched (a lone worker's submit blocks
+                # until its gradient is ready; that wait is step time, not service).
+                ends = [started_at[key] for key in starts if key in started_at]
+                stats.service_seconds.append((max(ends) if ends else time.perf_counter()) - t_taken)
             protocol.finish()
             if pending:
                 apply_pending()

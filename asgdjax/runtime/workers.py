@@ -84,9 +84,10 @@ class LocalWorkers:
         # numpy arguments follow the committed parameters onto the worker's devices
         _, g = self._grad[pl](self.local[w], self._data[pl], self.streams[w].batch(s), np.int32(w), np.int32(s))
         self._grads[(w, s)] = g
-        if self._pool is None:
-            return _done(_ready_at(g))
-        return self._pool.submit(_ready_at, g)
+        dispatched = time.perf_counter()
+        future = _done(_ready_at(g)) if self._pool is None else self._pool.submit(_ready_at, g)
+        future.dispatched = dispatched  # the step's start for its timing (the lone worker blocks above)
+        return future
 
     def take(self, w: int, s: int):
         """The gradient of (w, s), handed over once."""

@@ -91,8 +91,9 @@ def run_virtual_clock(protocol: Protocol, times: StepTimes, failures=()) -> list
     """Drive `protocol` in virtual time: the in-flight step that ends first arrives next.
 
     With the delay model's `latency` and `service` > 0 the server is a single FIFO queue, as the real
-    coordinator is: an arrival at t is taken at max(t + latency, server free), holds the server for
-    `service` seconds, and the steps it starts begin when it is done (so many fast workers saturate it).
+    coordinator is: an arrival that communicates (pushes or fetches) at t is taken at max(t + latency,
+    server free), holds the server for `service` seconds, and the steps it starts begin when it is done
+    (so many fast workers saturate it). Downpour's purely local steps (n_fetch, n_push > 1) do not wait.
     failures: (worker, step) pairs whose first attempt fails when it would have finished (the worker
     restarts and retries), the simulator's counterpart of the runtime's injected faults.
     """
@@ -108,14 +109,16 @@ def run_virtual_clock(protocol: Protocol, times: StepTimes, failures=()) -> list
     start(protocol.begin(), 0.0)
     while heap:
         t, w, s = heapq.heappop(heap)
-        done = t
-        if latency or service:
-            done = free = max(t + latency, free) + service
+        first = len(protocol.rows)
         if (w, s) in pending_failures:
             pending_failures.discard((w, s))
-            start(protocol.fail(w, s, t, "injected failure"), done)
+            starts = protocol.fail(w, s, t, "injected failure")
         else:
-            start(protocol.arrive(w, s, t), done)
+            starts = protocol.arrive(w, s, t)
+        done = t
+        if (latency or service) and any(r[2] or r[4] for r in protocol.rows[first:]):
+            done = free = max(t + latency, free) + service
+        start(starts, done)
     if protocol.held:  # cannot happen: with nothing in flight every held push is releasable
         raise RuntimeError("schedule deadlock: held workers with nothing in flight")
     protocol.finish()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session (device tool). Results land in $OUT (or ./gpu_results).
 #   part sim:     simulator overhead (sequential chunks vs vmapped waves) and the vmapped sweep
+#   part session3: model_parallel (mesh path on one GPU), sim_scale, predictor_clock
 #   part runtime: AlexNet b128 plain loop vs runtime with 1 and 4 workers sharing the GPU; runtime scaling
 set -uo pipefail
 OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
@@ -13,6 +14,11 @@ if [ "$PART" = all ] || [ "$PART" = sim ]; then
   timeout 200 python3 sim_overhead.py --strategies=sequential,waves --batch=32 2>&1 | grep -v '^I1' | tee "$OUT/sim_overhead_b32.txt"
   timeout 120 python3 sim_overhead.py --strategies=sequential,waves --batch=128 --models=cifar_18pct:cifar10 2>&1 | grep -v '^I1' | tee "$OUT/sim_overhead_b128.txt"
   timeout 150 python3 sweep.py --quick --models=mlp,small_cnn 2>&1 | grep -v '^I1' | tee "$OUT/sweep.txt"
+fi
+if [ "$PART" = session3 ]; then  # model parallelism (1 GPU: the mesh path's cost), simulator scale, predictor clock
+  timeout 150 python3 model_parallel.py --ways=1 --batch=128 2>&1 | grep -v '^I1' | tee "$OUT/model_parallel_h100.txt"
+  timeout 200 python3 sim_scale.py --quick 2>&1 | grep -v '^I1' | tee "$OUT/sim_scale_h100.txt"
+  timeout 200 python3 predictor_clock.py --workers=1,2,4 2>&1 | grep -v '^I1' | tee "$OUT/predictor_clock_h100.txt"
 fi
 if [ "$PART" = all ] || [ "$PART" = runtime ]; then
   timeout 240 python3 gpu_alexnet.py 2>&1 | grep -v '^I1' | tee "$OUT/gpu_alexnet.txt"

@@ -1,0 +1,96 @@
+"""What every experiment script shares: run one configuration through the trainer (resumable: a finished
+run is read back, not recomputed), read its accuracy curve, find when it reached a target, and write a
+study's JSON (with the exact command and machine) next to its PNG."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import jax  # noqa: E402
+
+from asgdjax.errors import Diverged  # noqa: E402
+from asgdjax.predict.targets import accuracy_curve  # noqa: E402
+from asgdjax.train import train  # noqa: E402
+
+
+def configure(base, **overrides):
+    """A copy of `base` with dotted-key overrides (delay__kind=... sets delay.kind)."""
+    c = copy.deepcopy(base)
+    for key, value in overrides.items():
+        node, *path = key.split("__")
+        if path:
+            c[node][path[0]] = value
+        else:
+            c[key] = value
+    return c
+
+
+def run(config, workdir: str) -> dict:
+    """Train `config` in `workdir` (or read the finished run there): summary, accuracy curve, divergence."""
+    done = os.path.join(workdir, "summary.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            summary = json.load(f)
+        return {"summary": summary, "curve": accuracy_curve(workdir), "diverged": False}
+    try:
+        summary = train(config, workdir, show_progress=False)
+    except Diverged as e:
+        return {
+            "summary": {"final_test_accuracy": float("nan")},
+            "curve": accuracy_curve(workdir),
+            "diverged": True,
+            "message": str(e),
+        }
+    return {"summary": summary, "curve": accuracy_curve(workdir), "diverged": False}
+
+
+def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
+    """Gradients at the first evaluation with test accuracy >= target (None: never)."""
+    return next((g for g, acc in curve if acc >= target), None)
+
+
+def machine() -> dict:
+    d = jax.devices()[0]
+    return {
+        "device": str(d),
+        "platform": d.platform,
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save(path: str, result: dict) -> None:
+    """Write `result` with the command that made it and the machine."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"command": "python " + " ".join(sys.argv), "machine": machine(), **result}, f, indent=2)
+        f.write("\n")
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ensure_dataset(name: str) -> None:
+    """Prepare `name` from ../shared/data when it is not prepared yet (mnist, cifar10)."""
+    from asgdjax.data import get_spec, is_prepared, prepare
+
+    if get_spec(name).embedded or is_prepared(name):
+        return
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+    npz = os.path.join(shared, {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}[name])
+    if not os.path.exists(npz):
+        raise SystemExit(f"{name} is not prepared and {npz} is absent: asgdjax-prepare --dataset={name} --npz=...")
+    prepare(name, None, npz)
