@@ -172,3 +172,17 @@ def test_dai_uniform_staleness_replays_from_the_ring(digits_task, digits):
         _, g = grad(versions[v], data, streams[w].batch(s), batch_key(KEY, w, s))
         versions.append(jax.tree.map(lambda p, d: p - LR * d, versions[-1], g))
     assert_close(got.server.params, versions[-1])
+
+
+def test_large_stacked_copies_run_one_event_per_call_on_cpu(digits):
+    # XLA:CPU copies the whole (K, ...) buffer per event inside multi-event programs; above 32 MiB of
+    # copies the simulator dispatches one event per call instead (both replay the same trace exactly).
+    from asgdjax.models import get_model
+    from asgdjax.train.task import Task
+
+    task = Task(get_model("mlp", 10, digits.spec.image_shape), digits.spec, augment=False)
+    make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
+    events_per_call = lambda k, **kw: Simulator(task, make, k, **kw).C
+    assert events_per_call(8) == 10
+    assert events_per_call(1024) == (1 if jax.default_backend() == "cpu" else 10)
+    assert events_per_call(1024, chunk=7) == 7
