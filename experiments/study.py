@@ -94,3 +94,13 @@ def ensure_dataset(name: str) -> None:
     if not os.path.exists(npz):
         raise SystemExit(f"{name} is not prepared and {npz} is absent: asgdjax-prepare --dataset={name} --npz=...")
     prepare(name, None, npz)
+
+
+def savefig(fig, path: str) -> None:
+    """Lay out, write (PNG) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
