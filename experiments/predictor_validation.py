@@ -28,7 +28,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
 from asgdjax.predict.predict import predict  # noqa: E402
-from asgdjax.predict.targets import accuracy_curve, gradient_times  # noqa: E402
+from asgdjax.predict.targets import accuracy_curve, gradient_times, steady_rate  # noqa: E402
 from asgdjax.sim.trace import Trace  # noqa: E402
 from asgdjax.train import train  # noqa: E402
 
@@ -62,13 +62,6 @@ def steady_time(curve, trace: Trace, target: float, k: int):
             t = float(times[min(g, len(times)) - 1])
             return g, t - float(times[g0]), t
     return None, None, None
-
-
-def steady_rate(trace: Trace, k: int) -> float:
-    """Gradients per second from gradient 2K to the end (the steady state, compilation excluded)."""
-    times = gradient_times(trace)
-    g0 = min(2 * k, len(times)) - 1
-    return (len(times) - 1 - g0) / max(float(times[-1] - times[g0]), 1e-12)
 
 
 def main(argv):

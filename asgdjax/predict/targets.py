@@ -29,6 +29,14 @@ def gradient_times(trace: Trace) -> np.ndarray:
     return np.asarray(trace.t_arrive)[computed]
 
 
+def steady_rate(trace: Trace, num_workers: int) -> float:
+    """Gradients per second from gradient 2K on: the steady state, every worker's first steps (compilation,
+    warm-up) excluded, which is what a calibration describes."""
+    times = gradient_times(trace)
+    g0 = min(2 * num_workers, len(times)) - 1
+    return (len(times) - 1 - g0) / max(float(times[-1] - times[g0]), 1e-12)
+
+
 def time_to_target(curve: list[tuple[int, float]], trace: Trace, target: float) -> tuple[int, float] | None:
     """(gradients, seconds) of the first evaluation at or above `target`; None when never reached."""
     times = gradient_times(trace)

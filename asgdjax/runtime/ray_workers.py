@@ -22,6 +22,7 @@ import numpy as np
 from asgdjax.data import WorkerStream
 from asgdjax.errors import ConfigError
 from asgdjax.runtime.workers import grad_step
+from asgdjax.sim.engine import sgd_step
 from asgdjax.train.task import Task
 
 INLINE_BYTES = 100 * 1024  # Ray's own inlining threshold for task arguments is 100 KiB
@@ -34,7 +35,7 @@ class GradientWorker:
         self.worker, self.stream, self.local_updates = np.int32(worker), stream, local_updates
         self.data = jax.device_put(data)
         self._grad = jax.jit(grad_step(task, jax.random.wrap_key_data(key_data)))
-        self._local = jax.jit(lambda p, g, lr: jax.tree.map(lambda x, d: x - lr * d, p, g))
+        self._local = jax.jit(sgd_step)
         self.llr = jnp.float32(llr)
         self.params = None
 

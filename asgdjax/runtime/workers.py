@@ -19,6 +19,7 @@ import numpy as np
 
 from asgdjax.data import WorkerStream
 from asgdjax.parallel import Placement
+from asgdjax.sim.engine import sgd_step
 from asgdjax.train.task import Task, batch_key
 
 
@@ -33,7 +34,7 @@ def grad_step(task: Task, data_key: jax.Array):
 
 def local_sgd(p, acc, g, llr):
     """Downpour's local step: the worker's copy moves by -llr * g; g joins the accumulator of its next push."""
-    return jax.tree.map(lambda x, d: x - llr * d, p, g), jax.tree.map(jnp.add, acc, g)
+    return sgd_step(p, g, llr), jax.tree.map(jnp.add, acc, g)
 
 
 class LocalWorkers:

@@ -216,7 +216,7 @@ class Simulator:
         # Local step (Downpour): apply the gradient to the local copy, accumulate it for the next push.
         if self.local_updates:
             llr = hparams["local_learning_rate"]
-            new_local = jax.tree.map(lambda p, d: p - llr * d, _index(st.local, w), g)
+            new_local = sgd_step(_index(st.local, w), g, llr)
             new_acc = jax.tree.map(jnp.add, _index(st.acc, w), g)
             st = st._replace(local=put(st.local, w, new_local, ev["compute"]))
             st = st._replace(acc=put(st.acc, w, new_acc, ev["compute"]))
@@ -298,6 +298,11 @@ class Simulator:
         st = st._replace(server=new_server)
         st = jax.lax.fori_loop(0, self.G, fetch_member, st) if self.G > 1 else fetch_member(0, st)
         return st._replace(pend_count=jnp.zeros((), jnp.int32))
+
+
+def sgd_step(params, grads, lr):
+    """params - lr * grads: Downpour's local step, the one formula of simulator, workers and Ray actors."""
+    return jax.tree.map(lambda x, d: x - lr * d, params, grads)
 
 
 def _index(tree, i):

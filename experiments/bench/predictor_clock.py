@@ -21,7 +21,7 @@ from common import bench_task, emit  # noqa: E402
 
 from asgdjax.parallel import group_devices  # noqa: E402
 from asgdjax.predict import calibrate  # noqa: E402
-from asgdjax.predict.targets import gradient_times  # noqa: E402
+from asgdjax.predict.targets import steady_rate  # noqa: E402
 from asgdjax.rules import staleness_scaled_lr  # noqa: E402
 from asgdjax.runtime import Coordinator  # noqa: E402
 from asgdjax.server import Server  # noqa: E402
@@ -37,10 +37,8 @@ FLAGS = flags.FLAGS
 
 
 def steady(trace, k):
-    """Gradients/s and mean staleness from gradient 2K on (compilation excluded)."""
-    times = gradient_times(trace)
-    g0 = min(2 * k, len(times)) - 1
-    return (len(times) - 1 - g0) / float(times[-1] - times[g0]), trace.stats()["staleness_mean"]
+    """Gradients/s from gradient 2K on (compilation excluded) and mean staleness."""
+    return steady_rate(trace, k), trace.stats()["staleness_mean"]
 
 
 def main(argv):
