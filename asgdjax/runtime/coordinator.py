@@ -69,7 +69,9 @@ class Coordinator:
     gradients and the worker's copy sharded over it by `asgdjax.parallel`'s rules) or a Placement. The
     server's parameters, optimizer and rule state are sharded the same way over `server_device` (default:
     worker 0's group). make_server(hparams) -> Server is the simulator's factory; group_size and
-    local_updates mean what they mean for `asgdjax.sim.Simulator`.
+    local_updates mean what they mean for `asgdjax.sim.Simulator`. backend: "local" (the devices above),
+    "ray" (Ray actors; `devices` then only counts the workers; backend_options go to RayWorkers), or any
+    object with the `LocalWorkers` interface (tests use a timer-driven one).
     """
 
     def __init__(
