@@ -105,10 +105,9 @@ def _trim(x: np.ndarray, top: float = 0.01) -> np.ndarray:
     return np.sort(x)[: max(1, int(np.ceil(len(x) * (1 - top))))] if len(x) else x
 
 
-def _trimmed_mean(x, top: float = 0.01) -> float:
+def _trimmed_mean(x) -> float:
     """Mean without the slowest 1% (evaluations, checkpoints and log flushes pause the coordinator)."""
-    x = np.sort(np.asarray(x, np.float64))
-    return float(x[: max(1, int(np.ceil(len(x) * (1 - top))))].mean()) if len(x) else 0.0
+    return float(_trim(np.asarray(x, np.float64)).mean()) if len(x) else 0.0
 
 
 def calibrate(stats, num_workers: int, measured: dict | None = None) -> Calibration:
