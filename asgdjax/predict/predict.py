@@ -44,26 +44,20 @@ def predict(
         try:
             summary = train(sim_config(config, calibration, k, eval_every), out, show_progress=show_progress)
         except Diverged as e:  # a prediction too: this many workers diverge with these settings
-            rows.append(diverged_row(k, Trace.load(os.path.join(out, "trace.npz")), str(e)))
-            continue
+            summary = None
+            message = str(e)
         trace = Trace.load(os.path.join(out, "trace.npz"))
-        hit = time_to_target(accuracy_curve(out), trace, target)
-        vt = summary["virtual_time"]
-        rows.append(
-            {
-                "workers": k,
-                "staleness_mean": summary["staleness_mean"],
-                "staleness_max": summary["staleness_max"],
-                "staleness_hist": summary["staleness_hist"],
-                "updates_per_second": summary["updates"] / vt if vt else 0.0,
-                "gradients_per_second": summary["gradients"] / vt if vt else 0.0,
-                "run_seconds": vt,
-                "final_test_accuracy": summary["final_test_accuracy"],
-                "gradients_to_target": hit[0] if hit else None,
-                "seconds_to_target": hit[1] if hit else None,
-                "diverged": False,
-            }
-        )
+        row = schedule_row(k, trace)
+        if summary is None:
+            row.update(final_test_accuracy=float("nan"), diverged=True, message=message)
+        else:
+            hit = time_to_target(accuracy_curve(out), trace, target)
+            row.update(
+                final_test_accuracy=summary["final_test_accuracy"],
+                gradients_to_target=hit[0] if hit else None,
+                seconds_to_target=hit[1] if hit else None,
+            )
+        rows.append(row)
     base = rows[0]["seconds_to_target"] if rows else None
     for r in rows:
         t = r["seconds_to_target"]
@@ -72,8 +66,8 @@ def predict(
     return rows
 
 
-def diverged_row(k: int, trace: Trace, message: str) -> dict:
-    """The row of a worker count whose simulated training diverged (schedule figures still hold)."""
+def schedule_row(k: int, trace: Trace) -> dict:
+    """What the schedule alone predicts for k workers: staleness, throughput, run length (no accuracy yet)."""
     s = trace.stats()
     vt = s["virtual_time"]
     return {
@@ -81,14 +75,12 @@ def diverged_row(k: int, trace: Trace, message: str) -> dict:
         "staleness_mean": s["staleness_mean"],
         "staleness_max": s["staleness_max"],
         "staleness_hist": s["staleness_hist"],
-        "updates_per_second": trace.num_updates / vt if vt else 0.0,
-        "gradients_per_second": trace.num_gradients / vt if vt else 0.0,
+        "updates_per_second": s["updates"] / vt if vt else 0.0,
+        "gradients_per_second": s["gradients"] / vt if vt else 0.0,
         "run_seconds": vt,
-        "final_test_accuracy": float("nan"),
         "gradients_to_target": None,
         "seconds_to_target": None,
-        "diverged": True,
-        "message": message,
+        "diverged": False,
     }
 
 
