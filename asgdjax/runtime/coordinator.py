@@ -94,26 +94,25 @@ class Coordinator:
         self.hparams = {k: jnp.float32(v) for k, v in hparams.items()}
         self.make_server = make_server
         llr = float(hparams.get("local_learning_rate", hparams.get("learning_rate", 0.0)))
-        if not isinstance(backend, str):  # a worker pool object (the LocalWorkers interface)
-            srv_entry = server_device if server_device is not None else jax.devices()[0]
-            (self.server_placement,) = placements_for(task.model, [srv_entry])
-            self.workers = backend
-        elif backend == "local":
+        if backend == "local":
             srv_entry = server_device if server_device is not None else devices[0]
             *placements, self.server_placement = placements_for(task.model, [*devices, srv_entry])
             self.workers = LocalWorkers(
                 task, placements, self.server_placement, data, streams, data_key, local_updates, llr
             )
-        elif backend == "ray":  # `devices` only counts the workers: Ray places its actors
-            from asgdjax.runtime.ray_workers import RayWorkers
-
+        else:  # workers elsewhere (`devices` only counts them): the server on its own device
             srv_entry = server_device if server_device is not None else jax.devices()[0]
             (self.server_placement,) = placements_for(task.model, [srv_entry])
-            self.workers = RayWorkers(
-                task, self.K, data, streams, data_key, local_updates, llr, **(backend_options or {})
-            )
-        else:
-            raise ValueError(f"backend {backend!r}; allowed: local, ray")
+            if backend == "ray":
+                from asgdjax.runtime.ray_workers import RayWorkers
+
+                self.workers = RayWorkers(
+                    task, self.K, data, streams, data_key, local_updates, llr, **(backend_options or {})
+                )
+            elif not isinstance(backend, str):  # a worker pool object (the LocalWorkers interface)
+                self.workers = backend
+            else:
+                raise ValueError(f"backend {backend!r}; allowed: local, ray")
         self.devices = self.workers.devices
         srv = self.server_placement
         abstract = jax.eval_shape(task.model.init, jax.random.key(0))
