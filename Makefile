@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-full lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,13 +17,17 @@ $(STAMP): setup.cfg pyproject.toml $(VENV)/bin/python
 demo: $(STAMP)
 	$(VENV)/bin/asgdjax-train
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: lint
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+test-full: lint  # the fast tier plus the slow one (CNN replays, long CLI runs, soak): what .ci/run adds
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)  # style, the import layering (core -> sim, runtime -> train -> CLI) and types
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 BENCHES := sim_overhead sweep vs_torch runtime_overhead runtime_scaling model_parallel ray_overhead
 

@@ -3,6 +3,9 @@ one-line errors with exit status 2."""
 
 from __future__ import annotations
 
+import ast
+import errno
+import logging
 import os
 import re
 import sys
@@ -27,9 +30,33 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def run_app(main_fn, program: str) -> None:
+class _QuietLibraries(logging.Filter):
+    """Orbax and TFDS log their own view of a damaged file (one more 'error' line for the user); asgdjax
+    already says what is wrong and what to do, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace("\\", "/")
+        return not any(part in path for part in ("/orbax/", "/tensorflow_datasets/", "/etils/"))
+
+
+def quiet_libraries() -> None:
+    import absl.logging
+
+    absl.logging.get_absl_logger().addFilter(_QuietLibraries())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLibraries())
+
+
+def run_app(main_fn, program: str, *, with_config: bool = True) -> None:
     """Define --config (overrides checked before anything runs, one-line errors) and run `main_fn`."""
     PROGRAM[0] = program
+    quiet_libraries()
+    if not with_config:
+        app.run(main_fn, flags_parser=_parse_flags)
+        return
+    path = config_argument(sys.argv[1:])
+    if path is not None:
+        check_config_file(path)
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file.", lock_config=True)
     except (AttributeError, KeyError) as e:
@@ -50,3 +77,56 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(str(e))
+    except Exception as e:  # noqa: BLE001 (a config file that raises while it is loaded)
+        fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({type(e).__name__}: {e})")
+
+
+def exhaustion(exc: BaseException) -> str | None:
+    """What ran out, when `exc` means a resource ran out (disk, host or device memory); else None."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full (writing {exc.filename or 'the outputs'})"
+    if isinstance(exc, MemoryError):
+        return "host memory ran out"
+    text = str(exc)
+    if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+        return f"device memory ran out ({text.splitlines()[0][:160]})"
+    return None
+
+
+def kept(workdir: str) -> str:
+    """What a stopped run leaves: its last complete checkpoint, or nothing."""
+    ck = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(n) for n in os.listdir(ck) if n.isdigit()) if os.path.isdir(ck) else []
+    if not steps:
+        return "no checkpoint was written; nothing to resume from"
+    return f"the last checkpoint (step {steps[-1]}) is kept in {ck}: free some and rerun the same command to resume"
+
+
+def config_argument(argv: list[str]) -> str | None:
+    """The file part of --config=PATH[:ARG] (or --config PATH), as given on the command line."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        return value.split(":", 1)[0]
+    return None
+
+
+def check_config_file(path: str) -> None:
+    """One line unless `path` is a readable Python file that defines get_config()."""
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        fail(f"--config={path!r} {what}; give a config file such as asgdjax/configs/mnist.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"--config={path!r} cannot be read ({e})")
+    except SyntaxError as e:
+        fail(f"--config={path!r} is not valid Python (line {e.lineno}: {e.msg})")
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if "get_config" not in defined:
+        fail(f"--config={path!r} defines no get_config(); a config file returns its ConfigDict from get_config()")

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class Diverged(RuntimeError):
     """The training loss became NaN or exceeded max_train_loss; the last good checkpoint is kept."""
+
+
+class TraceMismatch(ConfigError):
+    """A trace that the simulator asked to replay it cannot express (workers, group size, local steps)."""

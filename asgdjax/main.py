@@ -10,7 +10,7 @@ import sys
 
 from absl import flags, logging
 
-from asgdjax.cli import config_path, fail, run_app
+from asgdjax.cli import config_path, exhaustion, fail, kept, run_app
 
 flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds a run); default runs/<config name>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -32,11 +32,22 @@ def main(argv) -> None:
         from asgdjax.train.report import print_summary
 
         summary = train(config, workdir, show_progress=flags.FLAGS.progress)
+        if summary.get("already_complete"):
+            print(
+                f"asgdjax-train: {workdir!r} holds this run, complete at {summary['steps']} steps; nothing was "
+                "changed (raise --config.steps to train further, or use another --workdir)",
+                file=sys.stderr,
+            )
     except ConfigError as e:
         fail(str(e))
     except Diverged as e:
         print(f"asgdjax-train: stopped: {e}", file=sys.stderr)
         sys.exit(3)
+    except (OSError, MemoryError, RuntimeError) as e:
+        why = exhaustion(e)
+        if why is None:
+            raise
+        fail(f"stopped: {why}; {kept(workdir)}")
     print_summary(summary)
 
 

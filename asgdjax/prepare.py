@@ -6,9 +6,9 @@ asgdjax-prepare --dataset=cifar10 --npz=../shared/data/cifar10_jpeg_q75.npz
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from asgdjax.cli import fail, run_app
 
 flags.DEFINE_string("dataset", "digits", "Dataset to prepare: digits, mnist or cifar10.")
 flags.DEFINE_string("npz", None, "Local .npz with x_train/y_train/x_test/y_test (mnist, cifar10).")
@@ -25,13 +25,12 @@ def main(argv) -> None:
         path = prepare(f.dataset, f.data_dir, f.npz)
         d = load_dataset(f.dataset, f.data_dir)
     except ConfigError as e:
-        print(f"asgdjax-prepare: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     print(f"{f.dataset}: {d.num_train} train / {len(d.test_labels)} test examples in {path}")
 
 
 def run() -> None:
-    app.run(main)
+    run_app(main, "asgdjax-prepare", with_config=False)
 
 
 if __name__ == "__main__":

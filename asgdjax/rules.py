@@ -116,3 +116,79 @@ def make_rule(name: str, num_workers: int, lam: float = 0.04) -> optax.GradientT
     if name == "dc_asgd_adaptive":
         return dc_asgd_adaptive(lam, num_workers)
     raise ConfigError(f"unknown rule {name!r}; allowed: {', '.join(RULES)}")
+
+
+class CompensatedMomentumState(NamedTuple):
+    trace: optax.Params  # the momentum buffer (optax.trace's)
+    staleness_ema: jax.Array  # float32: running (bias-corrected) mean staleness of the updates seen
+    updates: jax.Array  # int32: updates seen
+
+
+def implicit_momentum(mean_staleness) -> jax.Array:
+    """Mitliagkas et al. 2016: asynchrony alone acts as momentum q = tau / (1 + tau).
+
+    Their queueing model gives staleness geometric, P(tau = l) = (1 - q) q^l, with q = 1 - 1/M for M
+    workers of memoryless speed; its mean is q / (1 - q) = M - 1. Read backwards, a measured mean staleness
+    tau means q = tau / (1 + tau), which also covers SSP bounds, softsync groups and unequal speeds.
+    """
+    tau = jnp.maximum(jnp.asarray(mean_staleness, jnp.float32), 0.0)
+    return tau / (1.0 + tau)
+
+
+def compensated_momentum_value(target, implicit, floor: float = 0.0) -> jax.Array:
+    """The explicit momentum that keeps the total at `target`: mu = 1 - (1 - target) / (1 - q), >= floor.
+
+    With explicit momentum mu, the expected update under the queueing model is the second-order recurrence
+    D[t+1] = (mu + q) D[t] - mu q D[t-1] - lr (1 - q) grad(W[t]), whose roots are mu and q. Its steady-state
+    gain fixes the total momentum: 1 - mu_total = (1 - mu)(1 - q). Solving for mu_total = target gives the
+    formula; M workers (q = 1 - 1/M) give mu = 1 - M (1 - target), e.g. target 0.9: 0.8, 0.6, 0.2 at M = 2,
+    4, 8 and 0 (the floor) from M = 10 on. Negative values (a floor below 0) are what the paper found best
+    under heavy asynchrony.
+    """
+    q = jnp.asarray(implicit, jnp.float32)
+    mu = 1.0 - (1.0 - jnp.asarray(target, jnp.float32)) / jnp.maximum(1.0 - q, 1e-6)
+    return jnp.where(q > 0, jnp.clip(mu, floor, target), jnp.float32(target))
+
+
+def compensated_momentum(
+    momentum: float,
+    *,
+    num_workers: int | None = None,
+    prior_staleness: float | None = None,
+    floor: float = 0.0,
+    ema: float = 0.9,
+    nesterov: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """Heavy-ball momentum whose coefficient shrinks as asynchrony adds its own (Mitliagkas et al. 2016).
+
+    `momentum` is the total momentum wanted (what synchronous training was tuned with). The explicit
+    coefficient is `compensated_momentum_value(momentum, q)`, q the implicit momentum: open loop from
+    `num_workers` (q = 1 - 1/K), or, when it is None, measured from the mean staleness of the updates seen
+    (the server passes each update's mean staleness as `staleness=`; a running mean with decay `ema`,
+    started at `prior_staleness` when given, e.g. K - 1 for K plain async workers, else bias-corrected
+    from zero). The prior matters at the start, when every worker's first gradient is stale but few have
+    arrived: measured from zero, the momentum would start at its synchronous value exactly then. With no
+    staleness (synchronous runs) it is plain `optax.trace(momentum)`. Chain it before the learning rate:
+    `optax.chain(compensated_momentum(0.9), optax.scale(-lr))`.
+    """
+    start = jnp.float32(prior_staleness or 0.0)
+
+    def init_fn(params):
+        trace = jax.tree.map(jnp.zeros_like, params)
+        return CompensatedMomentumState(trace, start, jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None, *, staleness=0, **extra):
+        del params, extra
+        count = state.updates + 1
+        ema_value = ema * state.staleness_ema + (1.0 - ema) * jnp.asarray(staleness, jnp.float32)
+        if num_workers is None:
+            correction = 1.0 if prior_staleness is not None else 1.0 - ema ** count.astype(jnp.float32)
+            q = implicit_momentum(ema_value / correction)
+        else:
+            q = jnp.float32(1.0 - 1.0 / num_workers)
+        mu = compensated_momentum_value(momentum, q, floor)
+        trace = jax.tree.map(lambda g, t: g + mu.astype(t.dtype) * t, updates, state.trace)
+        out = jax.tree.map(lambda g, t: g + mu.astype(t.dtype) * t, updates, trace) if nesterov else trace
+        return out, CompensatedMomentumState(trace, ema_value, count)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -25,10 +25,10 @@ from study import configure, ensure_dataset, pyplot, run, save, savefig
 
 from asgdjax.configs.cifar10_18pct import get_config as cifar_config
 from asgdjax.configs.mnist import get_config as mnist_config
+from asgdjax.core.trace import Trace
 from asgdjax.predict.calibration import calibrate_workdir
 from asgdjax.predict.predict import sim_config
 from asgdjax.predict.targets import gradient_times
-from asgdjax.sim.trace import Trace
 
 flags.DEFINE_bool("quick", False, "MNIST small CNN, short runs.")
 flags.DEFINE_bool("full", False, "AlexNet on ILSVRC-2012 (needs the ImageNet input pipeline: see BUILD.md).")

@@ -26,10 +26,10 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
 from asgdjax.predict.predict import predict  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve, gradient_times, steady_rate  # noqa: E402
-from asgdjax.sim.trace import Trace  # noqa: E402
 from asgdjax.train import train  # noqa: E402
 
 config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/default.py"))
@@ -91,7 +91,7 @@ def main(argv):
         train(replay_cfg, replay_dir, show_progress=False)
         g_m, t_m, raw_m = steady_time(accuracy_curve(replay_dir), real_trace, FLAGS.target, k)
         g_p, t_p, raw_p = steady_time(pred_curve, pred_trace, FLAGS.target, k)
-        s_m, s_p = real_trace.stats()["staleness_mean"], pred["staleness_mean"]
+        s_m, s_p = real_trace.stats().staleness_mean, pred["staleness_mean"]
         row = {
             "workers": k,
             "predicted_seconds_to_target": t_p,

@@ -1,4 +1,5 @@
-"""Test fixtures: an isolated TFDS data dir, the digits task, and the shared offline data when present."""
+"""Test fixtures: an isolated TFDS data dir, the digits tasks (an MLP for the fast tier, the small CNN for
+the full tier), and the shared offline data when present."""
 
 from __future__ import annotations
 
@@ -27,13 +28,24 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.fixture(scope="session")
-def digits_task(digits):
+def _task(digits, model):
     from asgdjax.models import get_model
-    from asgdjax.train.task import Task, device_data
+    from asgdjax.train.task import ClassificationTask, device_data
 
     spec = digits.spec
-    return Task(get_model("small_cnn", 10, spec.image_shape), spec, augment=False), device_data(digits)
+    return ClassificationTask(get_model(model, 10, spec.image_shape), spec, augment=False), device_data(digits)
+
+
+@pytest.fixture(scope="session")
+def digits_task(digits):
+    """(task, device data): an MLP on digits, cheap to compile and run (the fast tier's workhorse)."""
+    return _task(digits, "mlp")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits):
+    """(task, device data): the small CNN on digits (convolutions: the full tier)."""
+    return _task(digits, "small_cnn")
 
 
 def shared_npz(name: str) -> str:

@@ -2,24 +2,21 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-
-TRAIN = [sys.executable, "-c", "from asgdjax.main import run; run()"]
+from conftest import shared_npz
+from helpers import one_line_error, run_cli
 
 
 def run(args, tmp_path, env=None):
-    e = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-    return subprocess.run(TRAIN + args, capture_output=True, text=True, cwd=tmp_path, env=e, timeout=600)
+    return run_cli("train", args, tmp_path, env)
 
 
 def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
     out = run(["--workdir=run", "--noprogress"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["final_test_accuracy"] >= 0.95
+    assert summary["final_test_accuracy"] >= 0.95 and summary["health"] == {"status": "ok"}
     for key in ("steps", "examples_per_second", "wall_seconds", "final_test_accuracy"):
         assert key in summary
     assert "test accuracy" in out.stdout and str(tmp_path / "run") in out.stdout
@@ -45,6 +42,8 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.mode=sim --config.max_staleness=-3", "max_staleness=-3 is not allowed"),
         ("--config.mode=sim --config.delay.kind=gamma", "unknown delay.kind 'gamma'"),
         ("--config.mode=async --config.n_push=0", "n_push=0 is not allowed; use a positive integer"),
+        ("--config.momentum_compensation=auto", "unknown momentum_compensation 'auto'; allowed: staleness"),
+        ("--config.sampler=random", "unknown sampler 'random'; allowed: shards, replacement"),
         ("--config.mode=async --config.fail_at=9:1", "fail_at names worker 9"),
         ("--config.mode=sim --config.staleness_cap=-2", "staleness_cap=-2 is not allowed"),
         ("--config.model_parallel=0", "model_parallel=0 is not allowed; use a positive integer"),
@@ -53,11 +52,8 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):
-    out = run([*flag.split(), "--workdir=run", "--noprogress"], tmp_path)
-    assert out.returncode == 2
-    err = [x for x in out.stderr.splitlines() if x.strip()]
-    assert err[-1].startswith("asgdjax-train: error: ") and message in err[-1], out.stderr
-    assert "Traceback" not in out.stderr
+    err = one_line_error(run([*flag.split(), "--workdir=run", "--noprogress"], tmp_path))
+    assert err.startswith("asgdjax-train: error: ") and message in err
 
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):
@@ -72,17 +68,15 @@ def test_a_workdir_holding_another_config_is_refused(tmp_path):
     assert run(["--config.steps=20", "--workdir=run", "--noprogress"], tmp_path).returncode == 0
     before = (tmp_path / "run" / "summary.json").read_text()
     out = run(["--config.steps=20", "--config.learning_rate=0.2", "--workdir=run", "--noprogress"], tmp_path)
-    assert out.returncode == 2 and "holds a run with learning_rate=0.05" in out.stderr
+    assert "holds a run with learning_rate=0.05" in one_line_error(out)
     assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing overwritten
 
 
+@pytest.mark.slow
 def test_cifar_async_across_four_two_way_model_parallel_groups(tmp_path):
-    from tests.conftest import shared_npz
-
     npz = shared_npz("cifar10_jpeg_q75.npz")
     env = {"TFDS_DATA_DIR": str(tmp_path / "tfds")}
-    prep = [sys.executable, "-c", "from asgdjax.prepare import run; run()", "--dataset=cifar10", f"--npz={npz}"]
-    out = subprocess.run(prep, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    out = run_cli("prepare", ["--dataset=cifar10", f"--npz={npz}"], tmp_path, env)
     assert out.returncode == 0, out.stderr[-2000:]
     # The command, shortened to 24 gradients, on the 8 forced CPU devices.
     args = ["--config=" + os.path.abspath("asgdjax/configs/cifar10_18pct.py"), "--config.mode=async"]
@@ -95,3 +89,19 @@ def test_cifar_async_across_four_two_way_model_parallel_groups(tmp_path):
     held = summary["parameter_bytes_per_device"]
     assert sorted(held) == ["cpu:0", "cpu:1"] and sum(held.values()) == 4 * summary["parameters"]
     assert summary["gradients"] == 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config.mode=async", "--config.num_workers=4"],
+        ["--config.mode=async", "--config.num_workers=8"],
+        ["--config.mode=sim", "--config.num_workers=16"],
+    ],
+)
+def test_the_default_config_trains_under_asynchrony_with_no_other_flags(tmp_path, args):
+    out = run([*args, "--workdir=run", "--noprogress"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final_test_accuracy"] >= 0.95 and summary["health"]["status"] == "ok", summary

@@ -6,11 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import shared_npz
 
-from asgdjax.data import WorkerStream, load_dataset, prepare
+from asgdjax.core.keys import run_keys
+from asgdjax.core.sampling import ReplacementSampler, ShardSampler
+from asgdjax.data import load_dataset, prepare
 from asgdjax.data.augment import random_crop_flip
 from asgdjax.errors import ConfigError
-from tests.conftest import shared_npz
 
 
 def test_digits_is_embedded_and_split(digits):
@@ -30,6 +32,7 @@ def test_unknown_and_unprepared_datasets_say_what_to_do(tmp_path):
         prepare("mnist", str(tmp_path), str(tmp_path / "missing.npz"))
 
 
+@pytest.mark.slow
 def test_mnist_prepares_from_the_shared_npz(tmp_path):
     npz = shared_npz("mnist.npz")
     prepare("mnist", str(tmp_path), npz)
@@ -38,22 +41,47 @@ def test_mnist_prepares_from_the_shared_npz(tmp_path):
     assert np.bincount(d.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_worker_streams_are_deterministic_disjoint_and_reshuffled():
+def test_shard_sampler_is_deterministic_disjoint_and_reshuffled():
     k = 4
-    streams = [WorkerStream(1000, 10, seed=7, worker=w, num_workers=k) for w in range(k)]
-    epoch0 = [np.concatenate([s.batch(i) for i in range(s.steps_per_epoch)]) for s in streams]
+    smp = ShardSampler(1000, 10, seed=7, num_workers=k)
+    epoch0 = [np.concatenate([smp.batch(w, i) for i in range(smp.steps_per_epoch(w))]) for w in range(k)]
     union = np.concatenate(epoch0)
-    assert len(np.unique(union)) == len(union)  # shards are disjoint within an epoch
-    again = WorkerStream(1000, 10, seed=7, worker=2, num_workers=k)
-    np.testing.assert_array_equal(again.batch(3), streams[2].batch(3))
-    s = streams[0]
-    assert not np.array_equal(s.batch(0), s.batch(s.steps_per_epoch))  # new order each epoch
-    assert not np.array_equal(s.batch(0), WorkerStream(1000, 10, seed=8).batch(0))
+    assert len(np.unique(union)) == len(union) == 1000  # shards are disjoint and cover an epoch
+    again = ShardSampler(1000, 10, seed=7, num_workers=k)
+    np.testing.assert_array_equal(again.batch(2, 3), smp.batch(2, 3))
+    assert not np.array_equal(smp.batch(0, 0), smp.batch(0, smp.steps_per_epoch(0)))  # new order each epoch
+    assert not np.array_equal(smp.batch(0, 0), ShardSampler(1000, 10, seed=8, num_workers=k).batch(0, 0))
+    # a chunk of events at once equals the events one by one
+    workers, steps = np.array([3, 0, 2, 3, 1]), np.array([0, 30, 24, 25, 7])
+    one_by_one = np.stack([smp.batch(int(w), int(s)) for w, s in zip(workers, steps, strict=True)])
+    np.testing.assert_array_equal(smp.indices(workers, steps), one_by_one)
 
 
-def test_stream_rejects_a_batch_larger_than_the_shard():
-    with pytest.raises(ValueError, match="batch_size 300 exceeds"):
-        WorkerStream(1000, 300, seed=0, worker=0, num_workers=4)
+def test_shard_sampler_refuses_a_batch_larger_than_a_shard_in_one_line():
+    with pytest.raises(
+        ConfigError, match="batch_size=300 exceeds a worker's shard of 250 examples .* sampler='replacement'"
+    ):
+        ShardSampler(1000, 300, seed=0, num_workers=4)
+
+
+def test_replacement_sampler_draws_any_batch_size_uniformly():
+    smp = ReplacementSampler(100, 500, seed=3)  # a batch larger than the data set is fine
+    idx = smp.indices(np.arange(40), np.zeros(40, np.int64))
+    assert idx.shape == (40, 500) and idx.min() >= 0 and idx.max() < 100
+    counts = np.bincount(idx.ravel(), minlength=100)
+    assert counts.min() > 120 and counts.max() < 290  # about 200 each
+    np.testing.assert_array_equal(smp.batch(5, 9), ReplacementSampler(100, 500, seed=3).batch(5, 9))
+    assert not np.array_equal(smp.batch(5, 9), smp.batch(5, 10))
+
+
+def test_every_stream_of_a_run_comes_from_one_root_key():
+    a, b = run_keys(0), run_keys(1)
+    assert a.sampler_seed != b.sampler_seed
+    data = lambda k: jax.random.key_data(k).tolist()
+    mine = [data(a.init), data(a.data), data(a.schedule)]
+    theirs = [data(b.init), data(b.data), data(b.schedule)]
+    assert not set(map(str, mine)) & set(map(str, theirs))  # seed s and s + 1 share no stream
+    assert data(run_keys(0).data) == data(a.data)
 
 
 def test_random_crop_flip_keeps_shape_and_content():

@@ -1,188 +1,165 @@
 """The compiled replay against a plain-Python reference of the same trace semantics, sync == minibatch SGD,
-determinism, strategy agreement and bit-identical resumption."""
+determinism, strategy agreement, bit-identical resumption, and traces a simulator cannot replay refused.
+
+The fast tier runs them on an MLP; the full tier (-m slow) repeats the core ones on the small CNN."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import HP, KEY, assert_trees_close, assert_trees_equal, reference, sampler, sgd_server, simulate
 
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.task import batch_key
 from asgdjax.delays import DelayModel
-from asgdjax.rules import dc_asgd, plain
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams, uniform_staleness_schedule
-from asgdjax.train.task import batch_key
+from asgdjax.errors import TraceMismatch
+from asgdjax.rules import dc_asgd
+from asgdjax.sim import Simulator, make_schedule, uniform_staleness_schedule
 
-LR, LLR, B = 0.1, 0.05, 16
-KEY = jax.random.key(1)
+EXP = DelayModel("exponential")
 
 
-def sgd_server(rule=None):
-    return lambda h: Server(rule or plain(), optax.sgd(h["learning_rate"]))
+def schedule(seed, k, steps, delays=EXP, **protocol):
+    spec = ProtocolSpec(num_workers=k, **protocol)
+    return spec, make_schedule(jax.random.key(seed), spec, num_steps=steps, delays=delays)
 
 
-def simulate(task, data, digits, trace, strategy="sequential", make_server=None, group=1, local=False, chunk=4):
-    sim = Simulator(task, make_server or sgd_server(), trace.num_workers, group, local, strategy, chunk)
-    hp = {"learning_rate": LR, "local_learning_rate": LLR}
-    params = task.model.init(jax.random.key(0))
-    streams = make_streams(digits.num_train, B, 0, trace.num_workers)
-    return sim, sim.run(sim.init(params, hp), trace, data, hp, streams, KEY), params, streams
-
-
-def reference(task, data, trace, streams, p0, local_updates):
-    """Plain Python: per event compute the worker's gradient on its copy, push, apply groups, fetch."""
-    sub = lambda a, b, c: jax.tree.map(lambda x, y: x - c * y, a, b)
-    k = trace.num_workers
-    params, local = p0, [p0] * k
-    acc = [jax.tree.map(jnp.zeros_like, p0)] * k
-    pending, fetch_on_apply = [], []
-    grad = jax.jit(task.grad)
-    for e in range(len(trace)):
-        w, s = int(trace.worker[e]), int(trace.step[e])
-        if s >= 0:
-            _, g = grad(local[w], data, streams[w].batch(s), batch_key(KEY, w, s))
-            if local_updates:
-                local[w] = sub(local[w], g, LLR)
-            acc[w] = jax.tree.map(jnp.add, acc[w], g)
-        if trace.push[e]:
-            pending.append(acc[w])
-            acc[w] = jax.tree.map(jnp.zeros_like, p0)
-            if trace.fetch[e] == 2:
-                fetch_on_apply.append(w)
-        if trace.apply[e]:
-            mean = jax.tree.map(lambda *gs: sum(gs) / len(gs), *pending)
-            params = sub(params, mean, LR)
-            for v in fetch_on_apply:
-                local[v] = params
-            pending, fetch_on_apply = [], []
-        if trace.fetch[e] == 1:
-            local[w] = params
-    return params
-
-
-def assert_close(a, b, atol=2e-6):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=1e-5)
-
-
-def test_async_replay_matches_the_python_reference(digits_task, digits):
+@pytest.mark.parametrize("strategy", ["sequential", "scan", "waves"])
+def test_async_replay_matches_the_python_reference(digits_task, strategy):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(3), 4, 37, DelayModel("exponential"))
-    _, state, p0, streams = simulate(task, data, digits, trace)
+    spec, trace = schedule(3, 4, 37)
+    state, p0, smp = simulate(task, data, trace, spec=spec, strategy=strategy, chunk=0 if strategy == "waves" else 4)
     assert int(state.server.version) == 37
-    assert_close(state.server.params, reference(task, data, trace, streams, p0, False))
+    assert_trees_close(state.server.params, reference(task, data, trace, smp, p0))
 
 
 @pytest.mark.parametrize("n_fetch,n_push", [(2, 2), (3, 1), (1, 3)])
-def test_downpour_local_steps_match_the_python_reference(digits_task, digits, n_fetch, n_push):
+def test_downpour_local_steps_match_the_python_reference(digits_task, n_fetch, n_push):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(4), 3, 30, DelayModel("exponential"), n_fetch=n_fetch, n_push=n_push)
-    _, state, p0, streams = simulate(task, data, digits, trace, local=True)
-    assert_close(state.server.params, reference(task, data, trace, streams, p0, True))
+    spec, trace = schedule(4, 3, 30, n_fetch=n_fetch, n_push=n_push)
+    state, p0, smp = simulate(task, data, trace, spec=spec)
+    assert_trees_close(state.server.params, reference(task, data, trace, smp, p0, local=True))
 
 
-def test_ssp_groups_match_the_python_reference(digits_task, digits):
+def test_ssp_groups_match_the_python_reference(digits_task):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(5), 4, 40, DelayModel("exponential", speeds=(1, 1, 3, 1)), max_staleness=1)
+    spec, trace = schedule(5, 4, 40, DelayModel("exponential", speeds=(1, 1, 3, 1)), max_staleness=1)
     assert trace.num_updates < 40  # some gradients were released together
-    _, state, p0, streams = simulate(task, data, digits, trace, group=4)
-    assert_close(state.server.params, reference(task, data, trace, streams, p0, False))
+    state, p0, smp = simulate(task, data, trace, spec=spec)
+    assert_trees_close(state.server.params, reference(task, data, trace, smp, p0))
 
 
-def test_sync_protocol_equals_minibatch_sgd_with_batch_k_times_b(digits_task, digits):
+def test_sync_protocol_equals_minibatch_sgd_with_batch_k_times_b(digits_task):
     task, data = digits_task
     k = 4
-    trace = make_schedule(jax.random.key(6), k, 4 * 6, DelayModel("exponential"), protocol="sync")
-    make = lambda h: Server(plain(), optax.sgd(h["learning_rate"], momentum=0.9))
-    _, state, p0, streams = simulate(task, data, digits, trace, make_server=make, group=k)
+    spec, trace = schedule(6, k, 4 * 6, kind="sync")
+    state, p0, smp = simulate(task, data, trace, spec=spec, make_server=sgd_server(momentum=0.9))
     # Plain minibatch SGD on the concatenated K*B batch (same examples, no augmentation or dropout).
-    opt = optax.sgd(LR, momentum=0.9)
+    opt = optax.sgd(HP["learning_rate"], momentum=0.9)
     params, opt_state = p0, opt.init(p0)
     for step in range(6):
-        idx = np.concatenate([streams[w].batch(step) for w in range(k)])
+        idx = np.concatenate([smp.batch(w, step) for w in range(k)])
         _, g = task.grad(params, data, idx, KEY)
         u, opt_state = opt.update(g, opt_state, params)
         params = optax.apply_updates(params, u)
     assert int(state.server.version) == 6
-    assert_close(state.server.params, params, atol=1e-5)
+    assert_trees_close(state.server.params, params, atol=1e-5)
 
 
-def test_replay_is_bit_for_bit_deterministic(digits_task, digits):
+def test_replay_is_bit_for_bit_deterministic(digits_task):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(7), 4, 30, DelayModel("exponential"))
-    _, a, _, _ = simulate(task, data, digits, trace)
-    _, b, _, _ = simulate(task, data, digits, trace)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    spec, trace = schedule(7, 4, 30)
+    a, _, _ = simulate(task, data, trace, spec=spec)
+    b, _, _ = simulate(task, data, trace, spec=spec)
+    assert_trees_equal(a, b)
 
 
-def test_waves_and_sequential_chunks_agree(digits_task, digits):
+def test_strategies_agree(digits_task):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(8), 4, 30, DelayModel("exponential"), n_push=2)
-    _, a, _, _ = simulate(task, data, digits, trace, "sequential", local=True)
-    _, b, _, _ = simulate(task, data, digits, trace, "waves", local=True, chunk=0)
-    assert_close(a.server.params, b.server.params, atol=1e-5)
+    spec, trace = schedule(8, 4, 30, n_push=2)
+    a, _, _ = simulate(task, data, trace, spec=spec, strategy="sequential")
+    b, _, _ = simulate(task, data, trace, spec=spec, strategy="waves", chunk=0)
+    c, _, _ = simulate(task, data, trace, spec=spec, strategy="scan", chunk=16)
+    assert_trees_close(a.server.params, b.server.params, atol=1e-5)
+    assert_trees_close(a.server.params, c.server.params, atol=1e-5)
 
 
-def test_dc_asgd_with_lambda_zero_replays_exactly_as_plain(digits_task, digits):
+def test_dc_asgd_with_lambda_zero_replays_exactly_as_plain(digits_task):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(9), 4, 20, DelayModel("exponential"))
-    _, a, _, _ = simulate(task, data, digits, trace)
-    _, b, _, _ = simulate(task, data, digits, trace, make_server=sgd_server(dc_asgd(0.0)))
-    for x, y in zip(jax.tree.leaves(a.server.params), jax.tree.leaves(b.server.params), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    spec, trace = schedule(9, 4, 20)
+    a, _, _ = simulate(task, data, trace, spec=spec)
+    b, _, _ = simulate(task, data, trace, spec=spec, make_server=sgd_server(dc_asgd(0.0)))
+    assert_trees_equal(a.server.params, b.server.params)
 
 
-def test_resuming_at_a_chunk_boundary_is_bit_identical(digits_task, digits):
+@pytest.mark.parametrize("strategy", ["sequential", "scan"])
+def test_resuming_at_a_call_boundary_is_bit_identical(digits_task, strategy):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(10), 4, 40, DelayModel("exponential"))
-    sim, full, p0, streams = simulate(task, data, digits, trace)
-    hp = {"learning_rate": LR, "local_learning_rate": LLR}
-    cut = int(sim.boundaries(trace)[2])
-    first = sim.run(sim.init(p0, hp), trace.slice(cut), data, hp, streams, KEY)
+    spec, trace = schedule(10, 4, 40)
+    sim = Simulator(task, sgd_server(), spec, strategy=strategy, chunk=4)
+    p0, smp = task.init(jax.random.key(0)), sampler(int(data["train_y"].shape[0]), 4)
+    cut = 12  # a checkpoint taken after event 12: calls end there in both runs
+    full = sim.run(sim.init(p0, HP), trace, data, HP, smp, KEY, cuts=[cut])
+    first = sim.run(sim.init(p0, HP), trace.slice(cut), data, HP, smp, KEY, cuts=[cut])
     first = jax.tree.map(np.asarray, first)  # as a checkpoint would hold it
-    resumed = sim.run(jax.tree.map(jnp.asarray, first), trace, data, hp, streams, KEY, start_event=cut)
-    for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    resumed = sim.run(jax.tree.map(jnp.asarray, first), trace, data, HP, smp, KEY, start_event=cut, cuts=[cut])
+    assert_trees_equal(full, resumed)
 
 
-def test_version_ring_replays_like_per_worker_copies(digits_task, digits):
+def test_version_ring_replays_like_per_worker_copies(digits_task):
     task, data = digits_task
-    trace = make_schedule(jax.random.key(11), 4, 30, DelayModel("exponential"))
-    _, a, _, _ = simulate(task, data, digits, trace)
-    sim = Simulator(task, sgd_server(), 4, chunk=4, ring_depth=int(trace.staleness.max()) + 1)
-    hp = {"learning_rate": LR}
-    streams = make_streams(digits.num_train, B, 0, 4)
-    b = sim.run(sim.init(task.model.init(jax.random.key(0)), hp), trace, data, hp, streams, KEY)
-    assert_close(a.server.params, b.server.params)
+    spec, trace = schedule(11, 4, 30)
+    a, p0, smp = simulate(task, data, trace, spec=spec)
+    sim = Simulator(task, sgd_server(), spec, chunk=4, ring_depth=int(trace.staleness.max()) + 1)
+    b = sim.run(sim.init(p0, HP), trace, data, HP, smp, KEY)
+    assert_trees_close(a.server.params, b.server.params)
 
 
-def test_dai_uniform_staleness_replays_from_the_ring(digits_task, digits):
+def test_dai_uniform_staleness_replays_from_the_ring(digits_task):
     task, data = digits_task
     trace = uniform_staleness_schedule(jax.random.key(12), 4, 24, bound=3)
-    sim = Simulator(task, sgd_server(), 4, chunk=4, ring_depth=4)
-    hp = {"learning_rate": LR}
-    streams = make_streams(digits.num_train, B, 0, 4)
-    p0 = task.model.init(jax.random.key(0))
-    got = sim.run(sim.init(p0, hp), trace, data, hp, streams, KEY)
+    sim = Simulator(task, sgd_server(), ProtocolSpec(num_workers=4), chunk=4, ring_depth=4)
+    p0, smp = task.init(jax.random.key(0)), sampler(int(data["train_y"].shape[0]), 4)
+    got = sim.run(sim.init(p0, HP), trace, data, HP, smp, KEY)
     # Reference: keep every version; gradient i is computed on version v_read(i).
     versions, grad = [p0], jax.jit(task.grad)
     for e in range(len(trace)):
         w, s, v = int(trace.worker[e]), int(trace.step[e]), int(trace.v_read[e])
-        _, g = grad(versions[v], data, streams[w].batch(s), batch_key(KEY, w, s))
-        versions.append(jax.tree.map(lambda p, d: p - LR * d, versions[-1], g))
-    assert_close(got.server.params, versions[-1])
+        _, g = grad(versions[v], data, smp.batch(w, s), batch_key(KEY, w, s))
+        versions.append(jax.tree.map(lambda p, d: p - HP["learning_rate"] * d, versions[-1], g))
+    assert_trees_close(got.server.params, versions[-1])
 
 
-def test_large_stacked_copies_run_one_event_per_call_on_cpu(digits):
-    # XLA:CPU copies the whole (K, ...) buffer per event inside multi-event programs; above 32 MiB of
-    # copies the simulator dispatches one event per call instead (both replay the same trace exactly).
-    from asgdjax.models import get_model
-    from asgdjax.train.task import Task
+def test_a_trace_the_simulator_cannot_replay_is_refused_in_one_line(digits_task):
+    task, data = digits_task
+    _, sync_trace = schedule(13, 4, 16, kind="sync")
+    with pytest.raises(TraceMismatch, match="applies groups of up to 4 gradients; .* applies at most 1"):
+        simulate(task, data, sync_trace, spec=ProtocolSpec(num_workers=4))
+    _, downpour = schedule(14, 4, 16, n_push=2)
+    with pytest.raises(TraceMismatch, match="Downpour local steps"):
+        simulate(task, data, downpour, spec=ProtocolSpec(num_workers=4))
+    with pytest.raises(TraceMismatch, match="has 4 workers; this simulator has 3"):
+        simulate(task, data, downpour, spec=ProtocolSpec(num_workers=3, n_push=2))
 
-    task = Task(get_model("mlp", 10, digits.spec.image_shape), digits.spec, augment=False)
-    make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
-    events_per_call = lambda k, **kw: Simulator(task, make, k, **kw).C
-    assert events_per_call(8) == 10
-    assert events_per_call(1024) == (1 if jax.default_backend() == "cpu" else 10)
-    assert events_per_call(1024, chunk=7) == 7
+
+def test_auto_strategy_scans_cheap_steps_and_unrolls_convolutions_on_cpu(digits_task, digits_cnn):
+    spec = ProtocolSpec(num_workers=8)
+    for (task, data), want in ((digits_task, "scan"), (digits_cnn, "sequential")):
+        sim = Simulator(task, sgd_server(), spec)
+        sim.plan(task.init(jax.random.key(0)), data, 16)
+        expected = want if jax.default_backend() == "cpu" else sim.strategy
+        assert sim.strategy == expected and sim.C >= 1
+    fixed = Simulator(digits_task[0], sgd_server(), spec, strategy="sequential", chunk=7)
+    fixed.plan(None, None, 16)
+    assert fixed.C == 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", [{}, {"n_fetch": 2, "n_push": 2}, {"kind": "sync"}])
+def test_cnn_replay_matches_the_python_reference(digits_cnn, protocol):
+    task, data = digits_cnn
+    spec, trace = schedule(15, 4, 24, **protocol)
+    state, p0, smp = simulate(task, data, trace, spec=spec)
+    want = reference(task, data, trace, smp, p0, local=spec.local_updates)
+    assert_trees_close(state.server.params, want, atol=1e-5)

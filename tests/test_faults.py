@@ -1,53 +1,50 @@
 """Worker failures: a step that raises or hangs is reported, nothing of it is applied, the worker restarts
 (or is dropped), the run finishes, the trace records it, replays exactly and keeps exactly-once."""
 
+import json
+import signal
+
 import jax
 import numpy as np
-import optax
 import pytest
+from helpers import (
+    assert_trees_close,
+    assert_trees_equal,
+    checkpoint_state,
+    exactly_once,
+    popen_cli,
+    run_cli,
+    run_runtime,
+    sgd_server,
+    simulate,
+    wait_for_checkpoint,
+)
 
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
-from asgdjax.parallel import group_devices
-from asgdjax.rules import plain
-from asgdjax.runtime import Coordinator
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams
-from asgdjax.sim.protocol import Protocol
+from asgdjax.runtime import RunOptions
+from asgdjax.sim import make_schedule
 
-HP = {"learning_rate": 0.05, "local_learning_rate": 0.02}
-KEY = jax.random.key(1)
+MAKE = sgd_server(num_workers=4)
 
 
-def make(h):
-    return Server(plain(), optax.sgd(h["learning_rate"]), num_workers=4)
-
-
-def run(digits_task, digits, protocol, local=False, **kw):
+def run(digits_task, spec, steps, **options):
     task, data = digits_task
-    streams = make_streams(digits.num_train, 16, 0, 4)
-    co = Coordinator(task, make, HP, group_devices(4), jax.tree.map(np.asarray, data), streams, KEY, 1, local)
-    p0 = task.model.init(jax.random.key(0))
-    server, trace, _ = co.run(p0, protocol, **kw)
-    return server, trace, p0, streams
+    server, trace, _, p0, _ = run_runtime(task, data, spec, steps, make_server=MAKE, options=RunOptions(**options))
+    return server, trace, p0
 
 
-def replay_matches(digits_task, trace, p0, streams, server, local=False):
+def replay_matches(digits_task, trace, spec, p0, server):
     task, data = digits_task
-    sim = Simulator(task, make, 4, 1, local, chunk=4)
-    out = sim.run(sim.init(p0, HP), trace, data, HP, streams, KEY)
-    for x, y in zip(jax.tree.leaves(out.server.params), jax.tree.leaves(server.params), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
-
-
-def exactly_once(trace):
-    keys = [(int(w), int(s)) for w, s in zip(trace.worker, trace.step, strict=True) if s >= 0]
-    return len(keys) == len(set(keys))
+    state, _, _ = simulate(task, data, trace, spec=spec, make_server=MAKE, p0=p0)
+    assert_trees_close(state.server.params, server.params, atol=1e-6)
 
 
 @pytest.mark.parametrize("local", [False, True])
-def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, digits, local):
-    proto = Protocol(4, 40, n_fetch=2 if local else 1, n_push=2 if local else 1)
-    server, trace, p0, streams = run(digits_task, digits, proto, local, faults={(1, 3): "raise"})
+def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, local):
+    spec = ProtocolSpec(num_workers=4, n_fetch=2 if local else 1, n_push=2 if local else 1)
+    server, trace, p0 = run(digits_task, spec, 40, faults={(1, 3): "raise"})
     assert trace.num_gradients == 40 and exactly_once(trace)
     [failure] = trace.meta["failures"]
     assert (failure["worker"], failure["step"], failure["dropped"]) == (1, 3, False)
@@ -55,34 +52,36 @@ def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, digits, loc
     restart = [e for e in range(len(trace)) if trace.step[e] == -1]
     assert [int(trace.worker[e]) for e in restart] == [1] and trace.fetch[restart[0]] == 1
     assert 3 in [int(s) for w, s in zip(trace.worker, trace.step, strict=True) if w == 1]  # step 3 retried once
-    replay_matches(digits_task, trace, p0, streams, server, local)
+    replay_matches(digits_task, trace, spec, p0, server)
 
 
-def test_a_hung_worker_times_out_and_is_treated_as_failed(digits_task, digits):
-    server, trace, p0, streams = run(digits_task, digits, Protocol(4, 32), faults={(2, 2): "hang"}, worker_timeout=2.0)
+def test_a_hung_worker_times_out_and_is_treated_as_failed(digits_task):
+    spec = ProtocolSpec(num_workers=4)
+    server, trace, p0 = run(digits_task, spec, 32, faults={(2, 2): "hang"}, worker_timeout=2.0)
     assert trace.num_gradients == 32 and exactly_once(trace)
     [failure] = trace.meta["failures"]
     assert failure["worker"] == 2 and "no gradient after 2 s" in failure["error"]
-    replay_matches(digits_task, trace, p0, streams, server)
+    replay_matches(digits_task, trace, spec, p0, server)
 
 
-def test_a_worker_failing_too_often_is_dropped_and_the_others_finish(digits_task, digits):
-    faults = {(3, 1): "raise"}
-    server, trace, p0, streams = run(digits_task, digits, Protocol(4, 40), faults=faults, max_failures=0)
+def test_a_worker_failing_too_often_is_dropped_and_the_others_finish(digits_task):
+    spec = ProtocolSpec(num_workers=4)
+    server, trace, p0 = run(digits_task, spec, 40, faults={(3, 1): "raise"}, max_failures=0)
     assert trace.meta["failures"][0]["dropped"] is True
     assert trace.num_gradients == 40 and exactly_once(trace)
     assert max(int(s) for w, s in zip(trace.worker, trace.step, strict=True) if w == 3) == 0  # only step 0
-    replay_matches(digits_task, trace, p0, streams, server)
+    replay_matches(digits_task, trace, spec, p0, server)
 
 
-def test_when_every_worker_is_dropped_the_run_says_so(digits_task, digits):
+def test_when_every_worker_is_dropped_the_run_says_so(digits_task):
     faults = {(w, 0): "raise" for w in range(4)}
     with pytest.raises(RuntimeError, match="all 4 workers failed more than max_failures=0 times"):
-        run(digits_task, digits, Protocol(4, 20), faults=faults, max_failures=0)
+        run(digits_task, ProtocolSpec(num_workers=4), 20, faults=faults, max_failures=0)
 
 
 def test_the_simulator_injects_the_same_failures_at_virtual_times():
-    t = make_schedule(jax.random.key(0), 3, 30, DelayModel("constant"), failures=[(1, 2)])
+    spec = ProtocolSpec(num_workers=3)
+    t = make_schedule(jax.random.key(0), spec, num_steps=30, delays=DelayModel("constant"), failures=[(1, 2)])
     assert t.num_gradients == 30
     [f] = t.meta["failures"]
     assert (f["worker"], f["step"]) == (1, 2) and f["time"] == 3.0  # step 2 of a 1.0-per-step worker ends at 3
@@ -95,7 +94,8 @@ def test_fault_drill_through_the_cli_config(tmp_path):
     from asgdjax.train import train
 
     c = get_config()
-    c.mode, c.num_workers, c.steps, c.rule, c.fail_at = "async", 3, 60, "staleness_lr", "1:4,2:6"
+    c.mode, c.num_workers, c.steps, c.model, c.fail_at = "async", 3, 60, "mlp", "1:4,2:6"
+    c.warm_start_steps = 0
     s = train(c, str(tmp_path / "drill"), show_progress=False)
     assert s["gradients"] == 60 and sorted(f["worker"] for f in s["worker_failures"]) == [1, 2]  # order is timing
     assert s["dropped_workers"] == []
@@ -104,65 +104,40 @@ def test_fault_drill_through_the_cli_config(tmp_path):
     assert s["gradients"] == 60
 
 
+@pytest.mark.slow
 def test_a_simulated_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     args = [
         "--config.mode=sim",
+        "--config.model=mlp",
         "--config.num_workers=4",
         "--config.steps=400",
         "--config.checkpoint_every=40",
         "--config.log_every=40",
         "--config.eval_every=400",
-        "--config.sim_chunk=5",
         "--noprogress",
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-c", "from asgdjax.main import run; run()", *args]
-    full = subprocess.run([*cmd, "--workdir=full"], cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    full = run_cli("train", [*args, "--workdir=full"], tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
-    proc = subprocess.Popen(
-        [*cmd, "--workdir=cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    ckdir = tmp_path / "cut" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        done = [p for p in (ckdir.iterdir() if ckdir.exists() else []) if p.name.isdigit()]
-        if any(int(p.name) >= 80 for p in done):
-            break
-        time.sleep(0.05)
+    proc = popen_cli("train", [*args, "--workdir=cut"], tmp_path)
+    wait_for_checkpoint(proc, str(tmp_path / "cut"), 80)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = subprocess.run([*cmd, "--workdir=cut"], cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    resumed = run_cli("train", [*args, "--workdir=cut"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    import json
-
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert 0 < s["resumed_from_step"] < 400
-    from asgdjax.train.outputs import Checkpoints
-
-    def final(name):
-        ck = Checkpoints(str(tmp_path / name))
-        out = ck.manager.restore(ck.latest_step())
-        ck.close()
-        return out["sim"]["server"]["params"]
-
-    for x, y in zip(jax.tree.leaves(final("full")), jax.tree.leaves(final("cut")), strict=True):
-        np.testing.assert_array_equal(x, y)
+    params = lambda name: checkpoint_state(str(tmp_path / name))["sim"]["server"]["params"]
+    assert_trees_equal(params("full"), params("cut"))
 
 
 @pytest.mark.slow
-def test_soak_2000_async_updates_with_random_failures(digits_task, digits):
+def test_soak_2000_async_updates_with_random_failures(digits_task):
     rng = np.random.default_rng(0)
     faults = {(int(w), int(s)): "raise" for w, s in zip(rng.integers(0, 4, 40), rng.integers(1, 480, 40), strict=True)}
     task, data = digits_task
     results = {}
     for name, f in (("clean", {}), ("faulty", faults)):
-        server, trace, p0, streams = run(digits_task, digits, Protocol(4, 2000), faults=f, max_failures=100)
+        server, trace, p0 = run(digits_task, ProtocolSpec(num_workers=4), 2000, faults=f, max_failures=100)
         assert trace.num_gradients == 2000 and exactly_once(trace)
         results[name] = task.evaluate(server.params, data)["test_accuracy"]
         if f:  # a fault fires when its worker reaches that step (all but the last few do)
@@ -172,63 +147,36 @@ def test_soak_2000_async_updates_with_random_failures(digits_task, digits):
     assert abs(results["clean"] - results["faulty"]) <= 0.01, results
 
 
+@pytest.mark.slow
 def test_an_async_run_killed_with_sigkill_resumes_without_losing_or_repeating_updates(tmp_path):
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from asgdjax.sim import Trace
-
     args = [
         "--config.mode=async",
+        "--config.model=mlp",
         "--config.num_workers=3",
-        "--config.rule=staleness_lr",
         "--config.steps=500",
         "--config.checkpoint_every=50",
         "--config.log_every=50",
         "--config.eval_every=500",
         "--noprogress",
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-c", "from asgdjax.main import run; run()", *args, "--workdir=run"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resume_dir = tmp_path / "run" / "resume"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if resume_dir.exists() and any(int(p.stem) >= 150 for p in resume_dir.glob("*.npz")):
-            break
-        time.sleep(0.02)
+    proc = popen_cli("train", [*args, "--workdir=run"], tmp_path)
+    wait_for_checkpoint(proc, str(tmp_path / "run"), 150)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = run_cli("train", [*args, "--workdir=run"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from checkpoint" in out.stderr
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 < s["resumed_from_step"] < 500 and s["gradients"] == 500
     trace = Trace.load(str(tmp_path / "run" / "trace.npz"))
     assert trace.num_gradients == 500 and exactly_once(trace)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in steps]
+    assert logged == sorted(logged)  # no step logged twice out of order after the resume
     # The whole story, checkpoint boundary included, replays exactly in the simulator.
     replay = [a.replace("--config.mode=async", "--config.mode=sim") for a in args]
-    cmd = [
-        sys.executable,
-        "-c",
-        "from asgdjax.main import run; run()",
-        *replay,
-        "--workdir=replay",
-        f"--config.trace={tmp_path / 'run' / 'trace.npz'}",
-    ]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = run_cli("train", [*replay, "--workdir=replay", f"--config.trace={tmp_path / 'run' / 'trace.npz'}"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    from asgdjax.train.outputs import Checkpoints
-
-    def final(name):
-        ck = Checkpoints(str(tmp_path / name))
-        got = ck.manager.restore(ck.latest_step())
-        ck.close()
-        return got.get("sim", got)["server"]["params"]
-
-    for x, y in zip(jax.tree.leaves(final("run")), jax.tree.leaves(final("replay")), strict=True):
-        np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5)
+    run_params = checkpoint_state(str(tmp_path / "run"))["server"]["params"]
+    replay_params = checkpoint_state(str(tmp_path / "replay"))["sim"]["server"]["params"]
+    assert_trees_close(run_params, replay_params, atol=1e-6)

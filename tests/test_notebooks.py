@@ -7,7 +7,14 @@ import pytest
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "staleness_sweep.ipynb", "paper_reproduction.ipynb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("quickstart.ipynb", marks=pytest.mark.slow),
+        pytest.param("staleness_sweep.ipynb", marks=pytest.mark.slow),
+        "paper_reproduction.ipynb",
+    ],
+)
 def test_notebook_runs(name, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -1,86 +1,57 @@
 """The predictor: the virtual clock's server queue, calibration recovering known step times from a real
 coordinator run, calibration files, deterministic predictions, and the CLI's one-line errors."""
 
-import concurrent.futures as cf
 import json
-import subprocess
-import sys
-import threading
-import time
 
 import jax
 import numpy as np
-import optax
 import pytest
+from fakes import SleepWorkers
+from helpers import one_line_error, run_cli, sampler, sgd_server
 
+from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.predict import Calibration, calibrate
-from asgdjax.rules import plain
 from asgdjax.runtime import Coordinator
-from asgdjax.server import Server
-from asgdjax.sim import make_schedule, make_streams
-from asgdjax.sim.protocol import Protocol
+from asgdjax.sim import make_schedule
+
+
+def sched(k, steps, delays, **kw):
+    return make_schedule(jax.random.key(0), ProtocolSpec(num_workers=k, **kw), num_steps=steps, delays=delays)
 
 
 def test_a_busy_server_caps_throughput_in_the_virtual_clock():
-    fast = DelayModel("constant", mean=1.0)
-    free = make_schedule(jax.random.key(0), 8, 400, fast)
+    free = sched(8, 400, DelayModel("constant", mean=1.0))
     assert free.num_gradients / free.virtual_time == pytest.approx(8.0, rel=0.02)
-    queued = make_schedule(jax.random.key(0), 8, 400, DelayModel("constant", mean=1.0, service=0.5))
+    queued = sched(8, 400, DelayModel("constant", mean=1.0, service=0.5))
     assert queued.num_gradients / queued.virtual_time == pytest.approx(2.0, rel=0.02)  # 1 / service
-    one = make_schedule(jax.random.key(0), 1, 100, DelayModel("constant", mean=1.0, latency=0.25, service=0.25))
+    one = sched(1, 100, DelayModel("constant", mean=1.0, latency=0.25, service=0.25))
     assert one.virtual_time == pytest.approx(100 * 1.5 - 0.5, rel=1e-6)  # step + latency + service per step
     # Downpour's local steps do not touch the server: only every 4th arrival (push + fetch) waits for it.
-    local = make_schedule(jax.random.key(0), 1, 100, DelayModel("constant", mean=1.0, service=0.5), n_fetch=4, n_push=4)
+    local = sched(1, 100, DelayModel("constant", mean=1.0, service=0.5), n_fetch=4, n_push=4)
     assert local.virtual_time == pytest.approx(100 + 24 * 0.5, rel=1e-6)
 
 
-class SleepWorkers:
-    """A worker pool whose steps take known times (timers), so calibration has a ground truth."""
-
-    def __init__(self, params, times):
-        self.K, self.times, self.zeros = len(times), times, jax.tree.map(np.zeros_like, params)
-        self.devices = [f"sleep:{w}" for w in range(self.K)]
-
-    def start(self, params, version):
-        pass
-
-    def submit(self, w, s):
-        f = cf.Future()
-        threading.Timer(self.times[w][s], lambda: f.set_result(time.perf_counter())).start()
-        return f
-
-    def take(self, w, s):
-        return self.zeros
-
-    def discard(self, w, s):
-        pass
-
-    def fetch(self, w, params, version):
-        pass
-
-    def close(self):
-        pass
-
-
-def test_calibration_recovers_known_step_times_within_5_percent(digits_task, digits):
+def test_calibration_recovers_known_step_times_within_5_percent(digits_task):
     task, data = digits_task
     rng = np.random.default_rng(0)
     means, steps = [0.05, 0.1], 70  # worker 1 is 2x slower; long enough that thread wake-ups do not matter
     times = [m * np.exp(0.1 * rng.standard_normal(steps + 8) - 0.005) for m in means]
-    params = task.model.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))
+    spec = ProtocolSpec(num_workers=2)
     co = Coordinator(
         task,
-        lambda h: Server(plain(), optax.sgd(h["learning_rate"])),
+        sgd_server(),
         {"learning_rate": 0.01},
-        [None, None],
-        jax.tree.map(np.asarray, data),
-        make_streams(digits.num_train, 8, 0, 2),
-        jax.random.key(1),
+        spec,
+        devices=[None, None],
+        data=jax.tree.map(np.asarray, data),
+        sampler=sampler(int(data["train_y"].shape[0]), 2, batch=8),
+        data_key=jax.random.key(1),
         backend=SleepWorkers(params, times),
     )
-    _, trace, stats = co.run(params, Protocol(2, 75))
+    _, trace, stats = co.run(params, spec.machine(75))
     cal = calibrate(stats, 2)
     done = {w: int((trace.worker[trace.step >= 0] == w).sum()) for w in (0, 1)}
     truth = [float(np.mean(times[w][2 : done[w]])) for w in (0, 1)]  # the samples it saw, warm-up skipped
@@ -108,12 +79,13 @@ def test_calibration_files_round_trip_and_bad_fields_are_named(tmp_path):
         Calibration.load(str(tmp_path / "bad.json"))
 
 
+@pytest.mark.slow
 def test_prediction_is_deterministic_for_a_calibration_and_seed(tmp_path):
     from asgdjax.configs.default import get_config
     from asgdjax.predict.predict import predict
 
     c = get_config()
-    c.model, c.steps, c.momentum, c.rule, c.log_every = "mlp", 200, 0.5, "staleness_lr", 50
+    c.model, c.steps, c.momentum, c.rule, c.log_every, c.warm_start_steps = "mlp", 200, 0.5, "staleness_lr", 50, 0
     cal = Calibration(DelayModel("lognormal", 0.002, 0.15, (1.0, 1.5), latency=1e-4, service=5e-4))
     a = predict(c, cal, [1, 4], 0.9, str(tmp_path / "a"), eval_every=50)
     b = predict(c, cal, [1, 4], 0.9, str(tmp_path / "b"), eval_every=50)
@@ -131,7 +103,5 @@ def test_prediction_is_deterministic_for_a_calibration_and_seed(tmp_path):
     ],
 )
 def test_predict_cli_bad_input_is_one_line(tmp_path, flag, message):
-    cmd = [sys.executable, "-c", "from asgdjax.predict_main import entry; entry()", flag, f"--workdir={tmp_path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("asgdjax-predict: error: ") and message in out.stderr
+    err = one_line_error(run_cli("predict", [flag, f"--workdir={tmp_path}"], tmp_path))
+    assert err.startswith("asgdjax-predict: error: ") and message in err

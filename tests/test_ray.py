@@ -3,20 +3,18 @@ replay exactly in the simulator, a killed actor does not stop the run, and the t
 
 import jax
 import numpy as np
-import optax
 import pytest
+from helpers import assert_trees_close, exactly_once, run_runtime, sgd_server, simulate
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'asgdjax[ray]')")
 
-from asgdjax.rules import staleness_scaled_lr  # noqa: E402
-from asgdjax.runtime import Coordinator  # noqa: E402
-from asgdjax.server import Server  # noqa: E402
-from asgdjax.sim import Simulator, make_streams  # noqa: E402
-from asgdjax.sim.protocol import Protocol  # noqa: E402
+pytestmark = pytest.mark.slow  # a Ray cluster per module: the full tier
 
-HP = {"learning_rate": 0.05, "local_learning_rate": 0.02}
-KEY = jax.random.key(1)
-make = lambda h: Server(staleness_scaled_lr(), optax.sgd(h["learning_rate"], momentum=0.9))
+from asgdjax.core.protocol import ProtocolSpec  # noqa: E402
+from asgdjax.rules import staleness_scaled_lr  # noqa: E402
+from asgdjax.runtime import RunOptions  # noqa: E402
+
+make = sgd_server(staleness_scaled_lr(), momentum=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -29,49 +27,48 @@ def cluster():
     ray.shutdown()
 
 
-def coordinator(digits_task, digits, k, local=False, restarts=3):
+def ray_run(digits_task, spec, steps):
     task, data = digits_task
-    streams = make_streams(digits.num_train, 16, 0, k)
-    co = Coordinator(
-        task,
-        make,
-        HP,
-        [None] * k,
-        jax.tree.map(np.asarray, data),
-        streams,
-        KEY,
-        local_updates=local,
-        backend="ray",
-        backend_options={"num_cpus": 0.5, "max_restarts": restarts},
+    options = {"num_cpus": 0.5, "max_restarts": 3}
+    devices = [None] * spec.num_workers
+    return run_runtime(
+        task, data, spec, steps, make_server=make, devices=devices, backend="ray", backend_options=options
     )
-    return co, streams
 
 
-def assert_replays(digits_task, trace, p0, server, streams, local=False):
+def assert_replays(digits_task, trace, spec, p0, server):
     task, data = digits_task
-    sim = Simulator(task, make, trace.num_workers, 1, local, chunk=4)
-    replayed = sim.run(sim.init(p0, HP), trace, data, HP, streams, KEY)
-    for x, y in zip(jax.tree.leaves(replayed.server.params), jax.tree.leaves(server.params), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=1e-5)
+    replayed, _, _ = simulate(task, data, trace, spec=spec, make_server=make, p0=p0)
+    assert_trees_close(replayed.server.params, server.params, atol=1e-6)
 
 
 @pytest.mark.parametrize("k,n", [(2, 1), (4, 2)])
-def test_ray_actors_train_asynchronously_and_the_trace_replays(cluster, digits_task, digits, k, n):
-    co, streams = coordinator(digits_task, digits, k, local=n > 1)
-    try:
-        p0 = digits_task[0].model.init(jax.random.key(0))
-        server, trace, stats = co.run(p0, Protocol(k, 48, n_fetch=n, n_push=n))
-    finally:
-        co.shutdown()
+def test_ray_actors_train_asynchronously_and_the_trace_replays(cluster, digits_task, k, n):
+    spec = ProtocolSpec(num_workers=k, n_fetch=n, n_push=n)
+    server, trace, stats, p0, _ = ray_run(digits_task, spec, 48)
     assert trace.num_gradients == 48 and trace.meta["source"] == "runtime"
     assert stats.steps.sum() == 48 and (stats.steps > 0).all()  # every actor contributed
-    assert len(co.devices) == k
-    assert_replays(digits_task, trace, p0, server, streams, local=n > 1)
+    assert_replays(digits_task, trace, spec, p0, server)
 
 
-def test_a_killed_actor_is_restarted_and_no_update_is_applied_twice(cluster, digits_task, digits):
-    co, streams = coordinator(digits_task, digits, 2)
+def test_a_killed_actor_is_restarted_and_no_update_is_applied_twice(cluster, digits_task):
+    import helpers
+
+    task, data = digits_task
+    spec = ProtocolSpec(num_workers=2)
     killed = []
+    co = helpers.Coordinator(
+        task,
+        make,
+        helpers.HP,
+        spec,
+        devices=[None, None],
+        data=jax.tree.map(np.asarray, data),
+        sampler=helpers.sampler(int(data["train_y"].shape[0]), 2),
+        data_key=helpers.KEY,
+        backend="ray",
+        backend_options={"num_cpus": 0.5, "max_restarts": 3},
+    )
 
     def kill_once(done, server, protocol):
         if done >= 10 and not killed:
@@ -79,19 +76,17 @@ def test_a_killed_actor_is_restarted_and_no_update_is_applied_twice(cluster, dig
             ray.kill(co.workers.actors[1], no_restart=False)  # Ray restarts it (max_restarts)
 
     try:
-        p0 = digits_task[0].model.init(jax.random.key(0))
-        server, trace, _ = co.run(p0, Protocol(2, 80), on_arrival=kill_once, max_failures=3)
+        p0 = task.init(jax.random.key(0))
+        server, trace, _ = co.run(p0, spec.machine(80), on_arrival=kill_once, options=RunOptions(max_failures=3))
     finally:
         co.shutdown()
     failures = trace.meta["failures"]
     assert killed and failures and {f["worker"] for f in failures} == {1}
-    assert trace.num_gradients == 80 and int(server.version) == 80
-    keys = [(w, s) for w, s in zip(trace.worker, trace.step, strict=True) if s >= 0]
-    assert len(keys) == len(set(keys))  # exactly once
+    assert trace.num_gradients == 80 and int(server.version) == 80 and exactly_once(trace)
     # The restarted actor came back (after re-importing JAX) and kept working.
     restart = int(np.flatnonzero((trace.worker == 1) & (trace.step < 0))[-1])
     assert ((trace.worker[restart:] == 1) & (trace.step[restart:] >= 0)).any()
-    assert_replays(digits_task, trace, p0, server, streams)
+    assert_replays(digits_task, trace, spec, p0, server)
 
 
 def test_the_trainer_runs_backend_ray(cluster, tmp_path):
@@ -99,7 +94,7 @@ def test_the_trainer_runs_backend_ray(cluster, tmp_path):
     from asgdjax.train import train
 
     c = get_config()
-    c.mode, c.backend, c.num_workers, c.steps = "async", "ray", 2, 40
+    c.mode, c.backend, c.num_workers, c.steps, c.model, c.warm_start_steps = "async", "ray", 2, 40, "mlp", 0
     c.ray_cpus_per_worker, c.eval_every, c.checkpoint_every = 0.5, 40, 20
     s = train(c, str(tmp_path / "ray"), show_progress=False)
     assert s["backend"] == "ray" and s["gradients"] == 40 and len(s["devices"]) == 2

@@ -1,13 +1,26 @@
-"""Each staleness rule against its paper's formula, on hand-computed numbers."""
+"""Each staleness rule against its paper's formula, on hand-computed numbers; the optax contract every
+rule keeps; asynchrony-compensated momentum (Mitliagkas et al. 2016) on hand numbers."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from asgdjax.core.server import Server
 from asgdjax.errors import ConfigError
-from asgdjax.rules import dc_asgd, dc_asgd_adaptive, delay_adaptive, make_rule, plain, staleness_scaled_lr
-from asgdjax.server import Server
+from asgdjax.rules import (
+    RULES,
+    compensated_momentum,
+    compensated_momentum_value,
+    dc_asgd,
+    dc_asgd_adaptive,
+    delay_adaptive,
+    implicit_momentum,
+    make_rule,
+    plain,
+    staleness_scaled_lr,
+)
 
 W = {"a": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
 G = {"a": jnp.array([0.5, -1.0]), "b": jnp.array(2.0)}
@@ -114,3 +127,74 @@ def test_staleness_cap_drops_old_gradients():
     assert old.rejected.tolist() == [[0, 0], [0, 1]] and int(old.version) == 6
     fresh = server.apply_one(state, G, read_version=3, worker=1, read_params=WR)  # tau 2
     close(fresh.params, {"a": [0.5, 3.0], "b": 1.0})
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_rule_keeps_the_optax_contract(name):
+    tx = make_rule(name, 4)
+    state = tx.init(W)
+    kw = dict(read_params=W, worker=1)
+    # staleness 0 (and reading the current parameters) leaves the gradient as plain SGD would see it
+    out, _ = tx.update(G, state, W, staleness=0, **kw)
+    close(out, G)
+    # jit gives the same numbers; vmap over gradients and staleness gives each one's
+    eager, _ = tx.update(G, state, W, staleness=3, read_params=WR, worker=1)
+    jitted, _ = jax.jit(lambda g, t: tx.update(g, state, W, staleness=t, read_params=WR, worker=1))(G, 3)
+    close(jitted, eager)
+    gs = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), G)
+    taus = jnp.array([3, 3])
+    batched = jax.vmap(lambda g, t: tx.update(g, state, W, staleness=t, read_params=WR, worker=1)[0])(gs, taus)
+    close(jax.tree.map(lambda x: x[0], batched), eager)
+    # dtypes are kept
+    half = lambda t: jax.tree.map(lambda x: x.astype(jnp.bfloat16), t)
+    out16, _ = tx.update(half(G), tx.init(half(W)), half(W), staleness=2, read_params=half(WR), worker=0)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(out16))
+    # composes with any optax optimizer, extra arguments passed through the chain
+    chain = optax.chain(tx, optax.adam(1e-3))
+    upd, _ = chain.update(G, chain.init(W), W, staleness=2, read_params=WR, worker=0)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(upd))
+
+
+def test_implicit_momentum_of_asynchrony_is_tau_over_one_plus_tau():
+    # M memoryless workers: geometric staleness with mean M - 1, momentum 1 - 1/M
+    for m in (1, 2, 4, 8):
+        np.testing.assert_allclose(implicit_momentum(m - 1), 1 - 1 / m, rtol=1e-6)
+
+
+def test_compensated_momentum_keeps_the_total_at_its_target():
+    # (1 - mu_total) = (1 - mu)(1 - q): target 0.9 with q = 0.75 (4 workers) needs mu = 1 - 0.1 / 0.25 = 0.6
+    np.testing.assert_allclose(compensated_momentum_value(0.9, 0.75), 0.6, rtol=1e-6)
+    np.testing.assert_allclose(compensated_momentum_value(0.9, 0.875), 0.2, rtol=1e-5)
+    assert float(compensated_momentum_value(0.9, 0.9375)) == 0.0  # floor
+    np.testing.assert_allclose(compensated_momentum_value(0.9, 0.9375, floor=-1.0), -0.6, rtol=1e-5)
+    assert float(compensated_momentum_value(0.9, 0.0)) == np.float32(0.9)  # synchronous: unchanged
+
+
+def test_compensated_momentum_on_hand_numbers():
+    g = {"a": jnp.array(1.0)}
+    p = {"a": jnp.array(0.0)}
+    open_loop = compensated_momentum(0.9, num_workers=4)  # mu = 0.6
+    s = open_loop.init(p)
+    t1, s = open_loop.update(g, s, p, staleness=3)
+    t2, s = open_loop.update(g, s, p, staleness=3)
+    np.testing.assert_allclose([t1["a"], t2["a"]], [1.0, 1.6], rtol=1e-6)
+    measured = compensated_momentum(0.9, prior_staleness=3.0)  # staleness stays 3: q = 0.75, mu = 0.6
+    s = measured.init(p)
+    t1, s = measured.update(g, s, p, staleness=3)
+    t2, s = measured.update(g, s, p, staleness=3)
+    np.testing.assert_allclose([t1["a"], t2["a"]], [1.0, 1.6], rtol=1e-6)
+    # no staleness at all: exactly optax.trace(0.9)
+    sync, ref = compensated_momentum(0.9), optax.trace(0.9)
+    s, r = sync.init(p), ref.init(p)
+    for _ in range(3):
+        a, s = sync.update(g, s, p, staleness=0)
+        b, r = ref.update(g, r, p)
+        np.testing.assert_allclose(a["a"], b["a"], rtol=1e-7)
+
+
+def test_the_server_passes_each_updates_staleness_to_the_optimizer():
+    server = Server(plain(), optax.chain(compensated_momentum(0.9), optax.scale(-1.0)))
+    state = server.init(W)._replace(version=jnp.int32(7))
+    new = server.apply_one(state, G, read_version=4, worker=0, read_params=WR)  # tau 3
+    ema = new.opt_state[0].staleness_ema
+    np.testing.assert_allclose(ema, 0.1 * 3, rtol=1e-6)  # 0.9 * 0 + 0.1 * 3 (bias-corrected: 3)

@@ -4,11 +4,17 @@ import jax
 import numpy as np
 import pytest
 
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
-from asgdjax.sim import Trace, make_schedule, uniform_staleness_schedule
+from asgdjax.sim import make_schedule, uniform_staleness_schedule
 
 KEY = jax.random.key(0)
+
+
+def sched(key, k, steps, delays=DelayModel(), protocol="async", **kw):
+    return make_schedule(key, ProtocolSpec(num_workers=k, kind=protocol, **kw), num_steps=steps, delays=delays)
 
 
 def rows(trace):
@@ -29,20 +35,20 @@ def rows(trace):
 @pytest.mark.parametrize("kind", ["exponential", "uniform", "lognormal"])
 def test_equal_speed_workers_have_mean_staleness_k_minus_1(kind):
     for k in (4, 8):
-        stats = make_schedule(KEY, k, 20000, DelayModel(kind)).stats()
-        assert abs(stats["staleness_mean"] - (k - 1)) <= 0.05 * (k - 1)
+        stats = sched(KEY, k, 20000, DelayModel(kind)).stats()
+        assert abs(stats.staleness_mean - (k - 1)) <= 0.05 * (k - 1)
 
 
 def test_constant_delays_give_round_robin_with_staleness_exactly_k_minus_1():
-    t = make_schedule(KEY, 4, 40, DelayModel("constant"))
+    t = sched(KEY, 4, 40, DelayModel("constant"))
     assert t.worker[:8].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     assert set(t.staleness[4:].tolist()) == {3}
 
 
 def test_same_key_same_schedule_other_key_other_schedule():
-    a = make_schedule(KEY, 8, 500, DelayModel("exponential"))
-    b = make_schedule(KEY, 8, 500, DelayModel("exponential"))
-    c = make_schedule(jax.random.key(1), 8, 500, DelayModel("exponential"))
+    a = sched(KEY, 8, 500, DelayModel("exponential"))
+    b = sched(KEY, 8, 500, DelayModel("exponential"))
+    c = sched(jax.random.key(1), 8, 500, DelayModel("exponential"))
     assert rows(a) == rows(b) and rows(a) != rows(c)
 
 
@@ -51,7 +57,7 @@ def test_same_key_same_schedule_other_key_other_schedule():
 def test_ssp_bound_is_respected_in_every_schedule(s, kind):
     for seed in range(3):
         d = DelayModel(kind, spread=1.0, speeds=(1, 1, 2, 3, 1, 1))
-        t = make_schedule(jax.random.key(seed), 6, 600, d, max_staleness=s)
+        t = sched(jax.random.key(seed), 6, 600, d, max_staleness=s)
         assert t.staleness.max() <= s
         assert t.num_gradients == 600
         assert (t.v_apply[t.apply] == np.arange(t.num_updates)).all()  # one apply per version, in order
@@ -59,20 +65,20 @@ def test_ssp_bound_is_respected_in_every_schedule(s, kind):
 
 def test_ssp_waiting_costs_virtual_time():
     d = DelayModel("exponential", speeds=(1, 1, 1, 4))
-    free = make_schedule(KEY, 4, 400, d).virtual_time
-    bounded = make_schedule(KEY, 4, 400, d, max_staleness=1).virtual_time
+    free = sched(KEY, 4, 400, d).virtual_time
+    bounded = sched(KEY, 4, 400, d, max_staleness=1).virtual_time
     assert bounded > free
 
 
 def test_sync_is_groups_of_k_with_zero_staleness():
-    t = make_schedule(KEY, 4, 40, DelayModel("exponential"), protocol="sync")
+    t = sched(KEY, 4, 40, DelayModel("exponential"), protocol="sync")
     assert t.num_updates == 10 and t.staleness.max() == 0
     groups = np.split(t.worker, np.flatnonzero(t.apply)[:-1] + 1)
     assert all(sorted(g.tolist()) == [0, 1, 2, 3] for g in groups)
 
 
 def test_softsync_applies_every_k_over_n_pushes():
-    t = make_schedule(KEY, 8, 80, DelayModel("exponential"), protocol="softsync", softsync_n=2)
+    t = sched(KEY, 8, 80, DelayModel("exponential"), protocol="softsync", softsync_n=2)
     assert t.num_updates == 20
     pushes_between = np.diff(np.flatnonzero(t.apply), prepend=-1)
     assert (pushes_between == 4).all()
@@ -80,7 +86,7 @@ def test_softsync_applies_every_k_over_n_pushes():
 
 def test_downpour_n_fetch_n_push_on_a_hand_traced_two_worker_example():
     # Worker 0 takes 1.0 per step, worker 1 takes 1.5; n_fetch = n_push = 2; 6 gradients in all.
-    t = make_schedule(KEY, 2, 6, DelayModel("constant", speeds=(1.0, 1.5)), n_fetch=2, n_push=2)
+    t = sched(KEY, 2, 6, DelayModel("constant", speeds=(1.0, 1.5)), n_fetch=2, n_push=2)
     assert rows(t) == [
         # (worker, step, push, apply, fetch, v_read, v_apply)
         (0, 0, False, False, 0, 0, -1),  # t=1.0 local step, nothing sent
@@ -94,13 +100,13 @@ def test_downpour_n_fetch_n_push_on_a_hand_traced_two_worker_example():
 
 
 def test_n_fetch_larger_than_n_push_keeps_reading_the_old_copy():
-    t = make_schedule(KEY, 1, 6, DelayModel("constant"), n_fetch=3, n_push=1)
+    t = sched(KEY, 1, 6, DelayModel("constant"), n_fetch=3, n_push=1)
     assert t.v_read.tolist() == [0, 0, 0, 3, 3, 3]
     assert t.fetch.tolist() == [0, 0, 2, 0, 0, 2]
 
 
 def test_warm_start_trains_one_worker_then_the_others_fetch_its_parameters():
-    t = make_schedule(KEY, 3, 9, DelayModel("constant"), warm_start_steps=3)
+    t = sched(KEY, 3, 9, DelayModel("constant"), warm_start_steps=3)
     assert t.worker[:3].tolist() == [0, 0, 0] and t.staleness[:3].tolist() == [0, 0, 0]
     joins = np.flatnonzero(t.step == -1)
     assert t.worker[joins].tolist() == [1, 2] and t.v_read[joins].tolist() == [3, 3]
@@ -115,10 +121,22 @@ def test_uniform_staleness_model_of_dai_et_al():
 
 
 def test_trace_round_trips_through_npz(tmp_path):
-    t = make_schedule(KEY, 3, 50, DelayModel("exponential"), n_push=2)
+    t = sched(KEY, 3, 50, DelayModel("exponential"), n_push=2)
     t.save(str(tmp_path / "trace.npz"))
     u = Trace.load(str(tmp_path / "trace.npz"))
     assert rows(u) == rows(t) and u.num_workers == 3 and u.meta["n_push"] == 2
+    assert u.rows() == t.rows() and u.rows()[0]._fields[:2] == ("worker", "step")
+
+
+def test_protocol_spec_derives_every_setting_once():
+    assert ProtocolSpec(num_workers=8, kind="sync").bound == 0
+    assert ProtocolSpec(num_workers=8, kind="sync").group_size == 8
+    assert ProtocolSpec(num_workers=8, kind="softsync", softsync_n=2).group_size == 4
+    assert ProtocolSpec(num_workers=8, max_staleness=2).group_size == 8
+    assert ProtocolSpec(num_workers=8).group_size == 1
+    assert ProtocolSpec(n_fetch=2).local_updates and not ProtocolSpec().local_updates
+    assert ProtocolSpec(num_workers=8, kind="softsync", softsync_n=2).expected_updates(80) == 20
+    assert ProtocolSpec(num_workers=8, kind="sync").meta()["max_staleness"] == 0
 
 
 def test_bad_delay_and_protocol_values_are_named():
@@ -127,4 +145,8 @@ def test_bad_delay_and_protocol_values_are_named():
     with pytest.raises(ConfigError, match="delay.mean=-1.0"):
         DelayModel("constant", mean=-1.0)
     with pytest.raises(ConfigError, match="unknown protocol 'hogwild'"):
-        make_schedule(KEY, 2, 10, protocol="hogwild")
+        sched(KEY, 2, 10, protocol="hogwild")
+    with pytest.raises(ConfigError, match="softsync_n=5 is not allowed with num_workers=4"):
+        ProtocolSpec(num_workers=4, kind="softsync", softsync_n=5)
+    with pytest.raises(ConfigError, match="n_push=0 is not allowed"):
+        ProtocolSpec(n_push=0)

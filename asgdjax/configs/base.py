@@ -16,10 +16,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.steps = 1000  # minibatch gradients computed (= updates in sync mode)
     c.optimizer = "momentum"
     c.learning_rate = 0.05
-    c.momentum = 0.9
+    c.momentum = 0.9  # the total momentum wanted (what synchronous training is tuned with)
+    # Asynchrony adds momentum of its own (Mitliagkas et al. 2016); the explicit coefficient shrinks to keep
+    # the total at `momentum`: staleness (measured from the updates) | workers (1 - 1/K) | none
+    c.momentum_compensation = "staleness"
     c.weight_decay = 0.0
     c.lr_schedule = "constant"  # constant | cosine (decays to 0 over the run's updates)
-    c.seed = 0
+    c.seed = 0  # root of every random stream (init, batches, schedule, example order)
+    c.sampler = "shards"  # shards (each worker walks its 1/K of every epoch) | replacement
     c.max_train_loss = 100.0  # guard: a logged training loss that is NaN or above this stops the run
     c.log_every = 50
     c.eval_every = 250
@@ -31,7 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.cpu_devices = 0  # split the host CPU into this many JAX devices (0 = leave JAX's default)
     c.protocol = "async"  # async | softsync | sync
     c.softsync_n = 1  # n-softsync: the server applies every floor(num_workers / n) arrivals
-    c.rule = "none"  # none | staleness_lr | dc_asgd | dc_asgd_adaptive | delay_adaptive
+    # Staleness rule applied to each arriving gradient; lr0/tau (Zhang et al. 2016) with the momentum
+    # compensation above keeps a synchronously tuned config training as workers are added.
+    c.rule = "staleness_lr"  # none | staleness_lr | dc_asgd | dc_asgd_adaptive | delay_adaptive
     c.rule_lambda = 0.04  # DC-ASGD variance-control lambda (lambda0 for the adaptive form)
     c.n_fetch = 1  # Downpour: fetch server parameters every n_fetch local steps
     c.n_push = 1  # Downpour: push the accumulated gradient every n_push local steps

@@ -17,4 +17,5 @@ def get_config():
     c.learning_rate = 0.05
     c.eval_every = 200
     c.checkpoint_every = 300
+    c.warm_start_steps = 100  # mode=sim/async: worker 0 trains alone first (Paine et al. 2013's warm start)
     return c

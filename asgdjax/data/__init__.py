@@ -2,13 +2,11 @@
 
 from asgdjax.data.load import ArrayDataset, get_spec, is_prepared, load_dataset, prepare
 from asgdjax.data.registry import DATASETS, DatasetSpec, default_data_dir
-from asgdjax.data.streams import WorkerStream
 
 __all__ = [
     "DATASETS",
     "ArrayDataset",
     "DatasetSpec",
-    "WorkerStream",
     "default_data_dir",
     "get_spec",
     "is_prepared",

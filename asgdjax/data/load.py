@@ -56,8 +56,7 @@ def prepare(name: str, data_dir: str | None = None, npz: str | None = None) -> s
     if not spec.embedded:
         if not npz:
             raise ConfigError(f"dataset {name!r} needs --npz=PATH to prepare offline; e.g. {spec.prepare_hint}")
-        if not os.path.exists(npz):
-            raise ConfigError(f"--npz={npz!r} does not exist; e.g. {spec.prepare_hint}")
+        check_npz(npz, spec)
     builder = builder_for(name, data_dir, npz)
     import tensorflow_datasets as tfds
 
@@ -93,3 +92,47 @@ def _remove_empty_tfds_tmpdirs() -> None:
     for path in glob.glob(os.path.join(tempfile.gettempdir(), "tmp*tfds")):
         if os.path.isdir(path) and not os.listdir(path):
             shutil.rmtree(path, ignore_errors=True)
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def check_npz(path: str, spec: DatasetSpec) -> None:
+    """One ConfigError line unless `path` is a readable .npz of uint8 images of the dataset's shape with
+    integer labels in range, one label per image (what `asgdjax-prepare --npz` needs)."""
+    where = f"--npz={path!r}"
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where} does not exist; e.g. {spec.prepare_hint}")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            missing = [k for k in NPZ_KEYS if k not in d.files]
+            if missing:
+                raise ConfigError(f"{where} has no array {missing[0]!r}; expected arrays {', '.join(NPZ_KEYS)}")
+            arrays = {k: d[k] for k in NPZ_KEYS}
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 (zip, pickle and format errors all mean an unreadable file)
+        raise ConfigError(
+            f"{where} cannot be read as .npz ({type(e).__name__}); expected a numpy .npz with arrays "
+            f"{', '.join(NPZ_KEYS)}"
+        ) from None
+    for split in ("train", "test"):
+        _check_split(where, split, arrays[f"x_{split}"], arrays[f"y_{split}"], spec)
+
+
+def _check_split(where: str, split: str, x: np.ndarray, y: np.ndarray, spec: DatasetSpec) -> None:
+    shape = tuple(spec.image_shape)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise ConfigError(f"{where} x_{split} has shape {x.shape}; expected (N, {', '.join(map(str, shape))})")
+    if x.dtype != np.uint8:
+        raise ConfigError(f"{where} x_{split} has dtype {x.dtype}; expected uint8 pixels 0..255")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ConfigError(f"{where} y_{split} has shape {y.shape}; expected ({x.shape[0]},): one label per image")
+    if y.dtype.kind not in "iu":
+        raise ConfigError(f"{where} y_{split} has dtype {y.dtype}; expected integer labels")
+    if len(y) == 0:
+        raise ConfigError(f"{where} x_{split} holds no images")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= spec.num_classes:
+        bad = lo if lo < 0 else hi
+        raise ConfigError(f"{where} y_{split} holds label {bad}; allowed: 0..{spec.num_classes - 1}")

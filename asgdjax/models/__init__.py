@@ -48,7 +48,8 @@ class Classifier:
 
     def logits(self, params: dict, images: jax.Array, train: bool = False, key=None) -> jax.Array:
         rngs = {"dropout": key} if (train and key is not None) else {}
-        return self.module.apply({"params": params}, images, train=train, rngs=rngs)
+        out: jax.Array = self.module.apply({"params": params}, images, train=train, rngs=rngs)  # type: ignore[assignment]
+        return out
 
     def loss(self, params: dict, images: jax.Array, labels: jax.Array, key=None) -> jax.Array:
         """Mean softmax cross-entropy on a training batch."""
@@ -60,7 +61,8 @@ def get_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) ->
     """Build the named model; an unknown name raises ConfigError listing the known ones."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    return Classifier(MODELS[name](num_classes), tuple(input_shape))
+    h, w, c = input_shape
+    return Classifier(MODELS[name](num_classes), (int(h), int(w), int(c)))
 
 
 def param_count(params) -> int:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from flax import linen as nn
 
-# Logical axis names used by every model: convolution output channels, dense hidden units, the classifier.
-CONV_OUT = "conv_out"
-CONV_IN = "conv_in"
-HIDDEN = "hidden"
-EMBED = "embed"
-CLASSES = "classes"
+from asgdjax.core.axes import CLASSES, CONV_IN, CONV_OUT, EMBED, HIDDEN
+
+__all__ = ["CLASSES", "CONV_IN", "CONV_OUT", "EMBED", "HIDDEN", "conv", "dense"]
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding="SAME", name: str | None = None) -> nn.Conv:

@@ -26,11 +26,18 @@ class Placement:
     param_specs: dict  # parameter path (tuple of key strings) -> (shape, mesh PartitionSpec)
 
     @classmethod
-    def for_model(cls, model, devices, data_parallel: int = 1) -> Placement:
-        """The placement of `model`'s parameters on a (data, model) mesh over `devices`."""
+    def for_task(cls, task, devices, data_parallel: int = 1) -> Placement:
+        """The placement of a task's (or model's) parameters on a (data, model) mesh over `devices`.
+
+        `task.init(key)` gives the parameters' shapes; `task.partition_specs()`, where the task has it, their
+        logical axes (a task without it, e.g. a plain loss over an array, is replicated on every device).
+        """
         mesh = group_mesh(devices, data_parallel)
-        shapes = jax.eval_shape(model.init, jax.random.key(0))
-        logical = model.partition_specs()
+        shapes = jax.eval_shape(task.init, jax.random.key(0))
+        specs_fn = getattr(task, "partition_specs", None)
+        if specs_fn is None:
+            return cls(mesh, {})
+        logical = specs_fn()
         flat_shapes = dict(_flat(shapes))
         specs = {
             path: (flat_shapes[path].shape, mesh_spec(spec, flat_shapes[path].shape, mesh))

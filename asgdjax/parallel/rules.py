@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jax.sharding import Mesh, PartitionSpec
 
-from asgdjax.models.partitioning import CLASSES, CONV_IN, CONV_OUT, EMBED, HIDDEN
+from asgdjax.core.axes import CLASSES, CONV_IN, CONV_OUT, EMBED, HIDDEN
 
 MODEL, DATA = "model", "data"
 

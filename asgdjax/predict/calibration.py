@@ -50,18 +50,44 @@ class Calibration:
         try:
             with open(path) as f:
                 raw = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"calibration {path!r} cannot be read ({e}); give a file asgdjax-predict wrote") from None
+        delay = raw.get("delay") if isinstance(raw, dict) else None
+        if not isinstance(delay, dict):
+            raise ConfigError(f"calibration {path!r} has no 'delay' object; give a file asgdjax-predict wrote")
         fields = {f.name for f in dataclasses.fields(DelayModel)}
-        delay = raw.get("delay", {})
         unknown = sorted(set(delay) - fields)
         if unknown:
             raise ConfigError(f"calibration {path!r} has unknown delay field {unknown[0]!r}; allowed: {sorted(fields)}")
-        delay = {**delay, "speeds": tuple(float(s) for s in delay.get("speeds", ()))}
+        missing = [k for k in REQUIRED if k not in delay]
+        if missing:
+            raise ConfigError(
+                f"calibration {path!r} has no delay field {missing[0]!r}; every one of {', '.join(REQUIRED)} is needed"
+            )
+        _check_types(path, delay)
+        measured = raw.get("measured", {})
         try:
-            return cls(DelayModel(**delay), raw.get("measured", {}))
+            return cls(DelayModel(**{**delay, "speeds": tuple(float(s) for s in delay["speeds"])}), measured)
         except ConfigError as e:
             raise ConfigError(f"calibration {path!r}: {e}") from None
+
+
+REQUIRED = ("kind", "mean", "spread", "speeds", "straggler_prob", "straggler_factor", "latency", "service")
+
+
+def _check_types(path: str, delay: dict) -> None:
+    """Each field of its type: kind a string, speeds a list of numbers, the rest numbers (no booleans)."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    for key, value in delay.items():
+        if key == "kind":
+            ok = isinstance(value, str)
+        elif key == "speeds":
+            ok = isinstance(value, list) and all(number(s) for s in value)
+        else:
+            ok = number(value)
+        if not ok:
+            want = "a string" if key == "kind" else "a list of numbers" if key == "speeds" else "a number"
+            raise ConfigError(f"calibration {path!r} field delay.{key}={value!r} is not {want}")
 
 
 def fit(
@@ -76,10 +102,10 @@ def fit(
 
     The first `skip` steps of every worker are dropped (compilation, warm-up).
     """
-    per_worker: dict[int, list[float]] = {w: [] for w in range(num_workers)}
+    samples: dict[int, list[float]] = {w: [] for w in range(num_workers)}
     for w, t in step_seconds:
-        per_worker[int(w)].append(float(t))
-    per_worker = {w: _trim(np.asarray(v[skip:] if len(v) > skip + 2 else v)) for w, v in per_worker.items()}
+        samples[int(w)].append(float(t))
+    per_worker = {w: _trim(np.asarray(v[skip:] if len(v) > skip + 2 else v)) for w, v in samples.items()}
     if any(len(v) == 0 for v in per_worker.values()):
         missing = [w for w, v in per_worker.items() if len(v) == 0]
         raise ValueError(f"workers {missing} have no step-time samples to calibrate from")

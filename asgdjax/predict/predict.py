@@ -7,9 +7,9 @@ from __future__ import annotations
 import copy
 import os
 
+from asgdjax.core.trace import Trace
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.targets import accuracy_curve, time_to_target
-from asgdjax.sim.trace import Trace
 
 
 def sim_config(config, calibration: Calibration, num_workers: int, eval_every: int):
@@ -69,14 +69,14 @@ def predict(
 def schedule_row(k: int, trace: Trace) -> dict:
     """What the schedule alone predicts for k workers: staleness, throughput, run length (no accuracy yet)."""
     s = trace.stats()
-    vt = s["virtual_time"]
+    vt = s.virtual_time
     return {
         "workers": k,
-        "staleness_mean": s["staleness_mean"],
-        "staleness_max": s["staleness_max"],
-        "staleness_hist": s["staleness_hist"],
-        "updates_per_second": s["updates"] / vt if vt else 0.0,
-        "gradients_per_second": s["gradients"] / vt if vt else 0.0,
+        "staleness_mean": s.staleness_mean,
+        "staleness_max": s.staleness_max,
+        "staleness_hist": s.staleness_hist,
+        "updates_per_second": s.updates / vt if vt else 0.0,
+        "gradients_per_second": s.gradients / vt if vt else 0.0,
         "run_seconds": vt,
         "gradients_to_target": None,
         "seconds_to_target": None,

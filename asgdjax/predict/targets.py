@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from asgdjax.sim.trace import Trace
+from asgdjax.core.trace import Trace
 
 
 def accuracy_curve(workdir: str) -> list[tuple[int, float]]:

@@ -1,5 +1,7 @@
 """The real asynchronous runtime: a host-side coordinator dispatching jitted gradient steps to devices."""
 
-from asgdjax.runtime.coordinator import Coordinator, RuntimeStats, placements_for
+from asgdjax.runtime.coordinator import Coordinator, placements_for
+from asgdjax.runtime.pool import Dispatched, WorkerPool
+from asgdjax.runtime.run_state import RunOptions, RuntimeStats
 
-__all__ = ["Coordinator", "RuntimeStats", "placements_for"]
+__all__ = ["Coordinator", "Dispatched", "RunOptions", "RuntimeStats", "WorkerPool", "placements_for"]

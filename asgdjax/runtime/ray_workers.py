@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asgdjax.data import WorkerStream
+from asgdjax.core.local import sgd_step
+from asgdjax.core.sampling import Sampler
+from asgdjax.core.task import Task
 from asgdjax.errors import ConfigError
+from asgdjax.runtime.pool import Dispatched
 from asgdjax.runtime.workers import grad_step
-from asgdjax.sim.engine import sgd_step
-from asgdjax.train.task import Task
 
 INLINE_BYTES = 100 * 1024  # Ray's own inlining threshold for task arguments is 100 KiB
 
@@ -31,8 +33,8 @@ INLINE_BYTES = 100 * 1024  # Ray's own inlining threshold for task arguments is 
 class GradientWorker:
     """The actor's body (a plain class, so it is testable without Ray): one worker's copy and step."""
 
-    def __init__(self, task: Task, data: dict, stream: WorkerStream, key_data, worker: int, local_updates: bool, llr):
-        self.worker, self.stream, self.local_updates = np.int32(worker), stream, local_updates
+    def __init__(self, task: Task, data, sampler: Sampler, key_data, worker: int, local_updates: bool, llr):
+        self.worker, self.sampler, self.local_updates = np.int32(worker), sampler, local_updates
         self.data = jax.device_put(data)
         self._grad = jax.jit(grad_step(task, jax.random.wrap_key_data(key_data)))
         self._local = jax.jit(sgd_step)
@@ -45,10 +47,11 @@ class GradientWorker:
             self.params = jax.device_put(params)
         if self.params is None:
             raise RuntimeError(f"worker {int(self.worker)} has no parameters (restarted without a fetch)")
-        _, g = self._grad(self.params, self.data, self.stream.batch(s), self.worker, np.int32(s))
+        idx = self.sampler.indices(np.asarray([self.worker]), np.asarray([s]))[0]
+        loss, g = self._grad(self.params, self.data, idx, self.worker, np.int32(s))
         if self.local_updates:
             self.params = self._local(self.params, g, self.llr)
-        return jax.device_get(g)
+        return jax.device_get((loss, g))
 
     def devices(self) -> str:
         import socket
@@ -63,8 +66,9 @@ class RayWorkers:
         self,
         task: Task,
         num_workers: int,
-        data: dict,
-        streams: list[WorkerStream],
+        *,
+        data,
+        sampler: Sampler,
         data_key: jax.Array,
         local_updates: bool,
         local_lr: float,
@@ -82,8 +86,8 @@ class RayWorkers:
         # Kept referenced: restarted actors rebuild from these constructor arguments.
         self._data_ref = data_ref = ray.put(jax.tree.map(np.asarray, data))
         key_data = np.asarray(jax.random.key_data(data_key))
-        self.actors = [
-            actor.remote(task, data_ref, streams[w], key_data, w, local_updates, local_lr) for w in range(num_workers)
+        self.actors: list[Any] = [
+            actor.remote(task, data_ref, sampler, key_data, w, local_updates, local_lr) for w in range(num_workers)
         ]
         try:
             self.devices = ray.get([a.devices.remote() for a in self.actors], timeout=placement_timeout)
@@ -96,7 +100,7 @@ class RayWorkers:
         self._add = jax.jit(lambda a, g: jax.tree.map(jnp.add, a, g))
         self._grads: dict[tuple[int, int], object] = {}
         self._next: dict[int, object] = {}
-        self._ref = (None, None)  # (version, ObjectRef) of the latest parameters sent
+        self._ref: tuple[Any, Any] = (None, None)  # (version, ObjectRef) of the latest parameters sent
 
     def start(self, params, version: int) -> None:
         self._ref = (None, None)
@@ -105,10 +109,10 @@ class RayWorkers:
         zeros = jax.tree.map(jnp.zeros_like, params)
         self.acc = [zeros] * self.K if self.local_updates else [None] * self.K
 
-    def submit(self, w: int, s: int) -> cf.Future:
+    def submit(self, w: int, s: int) -> Dispatched:
         """Call actor w's step; the future resolves (in Ray's callback thread) to the arrival time."""
         ref = self.actors[w].step.remote(self._next.pop(w, None), s)
-        out = cf.Future()
+        out: cf.Future = cf.Future()
 
         def arrived(f):
             try:
@@ -119,7 +123,7 @@ class RayWorkers:
             out.set_result(time.perf_counter())
 
         ref.future().add_done_callback(arrived)
-        return out
+        return Dispatched(out, time.perf_counter())
 
     def take(self, w: int, s: int):
         return self._grads.pop((w, s))

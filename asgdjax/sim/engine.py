@@ -2,107 +2,99 @@
 
 State: the server (params, optimizer and rule state, version), every worker's local copy (the snapshot
 it read, plus Downpour's local updates), its accumulated gradient and read version, and the server's
-pending group. One jitted `step` takes C event slots: either a *wave* (events whose gradients are all
-computable at once: one vmap) or a *chunk* of consecutive events (each gradient computed on the state the
-previous events left), then performs each event's server operations in trace order: push, apply (the
-shared `Server.apply`), fetch. A Python loop over chunks drives it (XLA:CPU compiles convolution
-gradients inside while-loops slowly); `asgdjax.sim.sweep` vmaps the same step over configurations.
+pending group. One jitted `step` takes C event slots and, for each event in trace order, computes its
+gradient on the worker's copy and performs the event's server operations: local step, push, apply (the
+shared `Server.apply`), fetch. How the C gradients are computed is the strategy:
+  sequential  an unrolled chunk of consecutive events (XLA:CPU compiles convolution gradients inside
+              loops slowly, so conv nets run unrolled chunks of about ten events);
+  scan        a `lax.scan` over a long chunk (hundreds of events per call: small problems, whose cost is
+              the per-call overhead, run at the speed of the arithmetic);
+  waves       events whose gradients are all computable at once, as one vmap (fills a GPU).
+A Python loop over chunks drives it; `asgdjax.sim.sweep` vmaps the same step over configurations.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from asgdjax.data import WorkerStream
-from asgdjax.server import Server, ServerState
-from asgdjax.sim.trace import Trace
+from asgdjax.core.local import sgd_step
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import Sampler
+from asgdjax.core.server import Server, ServerState
+from asgdjax.core.task import Params, Task, batch_key
+from asgdjax.core.trace import Fetch, Trace
+from asgdjax.errors import TraceMismatch
 from asgdjax.sim.waves import partition_waves, wave_arrays
-from asgdjax.train.task import Task, batch_key
 
 
 class SimState(NamedTuple):
     server: ServerState
-    local: optax.Params  # (K, ...) each worker's working copy
-    snap: optax.Params  # (K, ...) the copy as fetched (DC-ASGD's w_read) when local steps change `local`
-    acc: optax.Params  # (K, ...) gradient accumulated since the last push (n_push > 1), else {}
+    local: Params  # (K, ...) each worker's working copy (or (D, ...): the version ring)
+    snap: Params  # (K, ...) the copy as fetched (DC-ASGD's w_read) when local steps change `local`
+    acc: Params  # (K, ...) gradient accumulated since the last push (n_push > 1), else {}
     read_version: jax.Array  # int32[K]
-    pend_grads: optax.Params  # (G, ...) pushed gradients of the current group
+    pend_grads: Params  # (G, ...) pushed gradients of the current group
     pend_worker: jax.Array  # int32[G]
     pend_read: jax.Array  # int32[G]
     pend_fetch: jax.Array  # bool[G]
     pend_count: jax.Array  # int32
 
 
-STRATEGIES = ("sequential", "waves")
+STRATEGIES = ("auto", "sequential", "scan", "waves")
 LARGE_STATE_BYTES = 32 * 2**20  # stacked copies above this run one event per call on XLA:CPU
+SCAN_CALL_SECONDS = 0.02  # a scan chunk holds about this much arithmetic (per-call overhead ~0.1 ms)
+MAX_SCAN_CHUNK = 1024
 
 
 class Simulator:
-    """Replays traces of `num_workers` workers; `make_server(hparams) -> Server` is shared with the runtime.
+    """Replays traces of the protocol `spec`; `make_server(hparams) -> Server` is shared with the runtime.
 
-    local_updates: Downpour clients apply each gradient to their local copy with plain SGD at
-    hparams['local_learning_rate'] (needed when n_fetch > 1 or n_push > 1).
-    group_size: the largest group the server may apply at once (1 for plain A-SGD).
+    spec: its group size (the widest group one update may apply) and whether Downpour clients step their
+    own copy at hparams['local_learning_rate'] (n_fetch or n_push > 1) shape the state; a trace this
+    simulator cannot replay is refused with one line (`TraceMismatch`).
     ring_depth: 0 keeps one parameter copy per worker (K copies: any protocol). D > 0 keeps a ring of the
     last D server versions instead and reads each gradient's parameters from ring[v_read % D] (D copies:
     plain A-SGD with D > max staleness; the only memory that replays Dai et al.'s direct staleness model,
     and the smaller one when K is large but staleness is bounded).
-    strategy: "waves" computes each wave's gradients in one vmap (fills a GPU); "sequential" runs chunks of
-    consecutive events, each gradient then its server operations, unrolled in one program (fastest on
-    XLA:CPU, whose grouped convolutions are slow, and on an H100 for the nets measured). "auto" = sequential.
-    Both give the same result to float tolerance; each is deterministic.
-    placement: an `asgdjax.parallel.Placement`; the whole state (server, K worker copies or the ring,
-    pending group) is then sharded over its mesh by the parameters' rules, so a model too large for one
-    device is simulated across several. None: JAX's default device.
+    strategy: see the module docstring; "auto" measures: convolutional or costly steps run unrolled
+    chunks of 10 (1 on XLA:CPU when the stacked copies exceed 32 MiB), cheap ones scan chunks sized from
+    the measured gradient time. Every strategy is deterministic; they agree to float tolerance.
+    placement: an `asgdjax.parallel.Placement`; the whole state is then sharded over its mesh by the
+    parameters' rules, so a model too large for one device is simulated across several.
     """
 
     def __init__(
         self,
         task: Task,
         make_server: Callable[[dict], Server],
-        num_workers: int,
-        group_size: int = 1,
-        local_updates: bool = False,
+        spec: ProtocolSpec,
+        *,
         strategy: str = "auto",
         chunk: int = 0,
         ring_depth: int = 0,
-        placement=None,
+        placement: Any = None,
     ):
-        self.task, self.make_server, self.K = task, make_server, num_workers
-        self.placement = placement
-        self.G, self.local_updates = group_size, local_updates
-        self.D = ring_depth
-        if ring_depth and (group_size > 1 or local_updates):
-            raise ValueError("the version ring replays plain A-SGD only (group_size 1, n_fetch = n_push = 1)")
-        if strategy == "auto":  # measured faster on XLA:CPU and on an H100 (experiments/results/)
-            strategy = "sequential"
+        self.task, self.make_server, self.spec = task, make_server, spec
+        self.K, self.G, self.local_updates = spec.num_workers, spec.group_size, spec.local_updates
+        self.placement, self.D = placement, ring_depth
+        if ring_depth and (self.G > 1 or self.local_updates):
+            raise TraceMismatch("the version ring replays plain A-SGD only (group size 1, n_fetch = n_push = 1)")
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
-        self.strategy = strategy
-        # Events per compiled call: a wave holds at most one event per worker; a sequential chunk of about
-        # ten events is where XLA:CPU's unrolled conv gradients run fastest (DESIGN.md).
-        self.C = chunk or (min(num_workers, 256) if strategy == "waves" else self._auto_chunk(task))
+            raise TraceMismatch(f"unknown sim strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        self.strategy, self._chunk = strategy, chunk
+        self.C = chunk if chunk and strategy != "auto" else 0  # set by `_choose` on first use
         self.step = jax.jit(self._step, donate_argnums=0)
-        self._sharded_step = None
-
-    def _auto_chunk(self, task: Task) -> int:
-        """10 events per call, except on XLA:CPU with large stacked copies: there a multi-event program
-        copies the whole (K, ...) buffer once per event (measured: 6.8 ms per event for 38 MiB of copies
-        at K = 1,024, 0.26 ms with one event per call), so one event per call wins."""
-        abstract = jax.eval_shape(task.model.init, jax.random.key(0))
-        nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-        copies = self.D or self.K
-        return 1 if jax.default_backend() == "cpu" and copies * nbytes > LARGE_STATE_BYTES else 10
+        self._sharded_step: Any = None
 
     # ----------------------------------------------------------------------------------------------- state
-    def init(self, params, hparams: dict) -> SimState:
+    def init(self, params: Params, hparams: dict) -> SimState:
         """Every worker starts from `params` (version 0); `params` is copied, never donated."""
         if self.placement is not None:  # built under jit straight into its shards: no device holds it whole
             abstract = jax.eval_shape(self._init, params, hparams)
@@ -110,10 +102,10 @@ class Simulator:
             return init(self.placement.put(params), hparams)
         return self._init(params, hparams)
 
-    def _init(self, params, hparams: dict) -> SimState:
+    def _init(self, params: Params, hparams: dict) -> SimState:
         server = self.make_server(hparams).init(jax.tree.map(jnp.array, params))
-        stack = lambda n: jax.tree.map(lambda p: jnp.broadcast_to(p, (n, *p.shape)).copy(), params)
-        zeros = lambda n: jax.tree.map(lambda p: jnp.zeros((n, *p.shape), p.dtype), params)
+        stack = lambda n: jax.tree.map(lambda p: jnp.broadcast_to(p, (n, *jnp.shape(p))).copy(), params)
+        zeros = lambda n: jax.tree.map(lambda p: jnp.zeros((n, *jnp.shape(p)), jnp.asarray(p).dtype), params)
         return SimState(
             server=server,
             local=stack(self.D or self.K),
@@ -132,20 +124,23 @@ class Simulator:
         self,
         state: SimState,
         trace: Trace,
-        data: dict,
+        data: Any,
         hparams: dict,
-        streams: list[WorkerStream],
+        sampler: Sampler,
         data_key: jax.Array,
+        *,
         start_event: int = 0,
+        cuts: tuple[int, ...] | np.ndarray = (),
         callback: Callable[[int, SimState, jax.Array], None] | None = None,
     ) -> SimState:
-        """Replay events [start_event, len(trace)); `callback(events_done, state, losses)` after each wave.
+        """Replay events [start_event, len(trace)); `callback(events_done, state, losses)` after each call.
 
-        start_event must be a wave boundary (as checkpoints are), so a resumed replay is bit-identical.
+        cuts: event offsets where a call must end (logging, evaluation, checkpoints); start_event is one.
+        Calls end at the same offsets for the same cuts, so a resumed replay is bit-identical.
         """
-        bounds = self.boundaries(trace)
-        if start_event not in set(bounds.tolist()):
-            raise ValueError(f"start_event {start_event} is not a chunk boundary")
+        self.check_replayable(trace)
+        self.plan(state.server.params, data, sampler.batch_size)
+        bounds = self.boundaries(trace, cuts=(*tuple(cuts), start_event))
         hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         step = self.step
         if self.placement is not None:
@@ -154,11 +149,36 @@ class Simulator:
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b <= start_event:
                 continue
-            chunk = wave_arrays(trace, int(a), int(b), self.C, batch_indices(trace, streams, int(a), int(b)))
+            indices = batch_indices(trace, sampler, int(a), int(b))
+            chunk = wave_arrays(trace, int(a), int(b), self.C, indices)
             state, losses = step(state, data, chunk, hparams, data_key)
             if callback is not None:
                 callback(int(b), state, losses)
         return state
+
+    def check_replayable(self, trace: Trace) -> None:
+        """Refuse (one line) a trace whose events this simulator's state cannot express."""
+        what = f"trace recorded with {_describe(trace.meta)}" if trace.meta.get("protocol") else "trace"
+        if trace.num_workers != self.K:
+            raise TraceMismatch(f"{what} has {trace.num_workers} workers; this simulator has {self.K}")
+        sizes = trace.group_sizes()
+        widest = int(sizes.max()) if len(sizes) else 1
+        if widest > self.G:
+            raise TraceMismatch(
+                f"{what} applies groups of up to {widest} gradients; this simulator's protocol "
+                f"({_describe(self.spec.meta())}) applies at most {self.G}; use the protocol it was recorded with"
+            )
+        computed = trace.step >= 0
+        local = computed & (~trace.push | (trace.fetch == Fetch.NONE))
+        if local.any() and not self.local_updates and not self.D:  # the ring reads by version, not by copy
+            raise TraceMismatch(
+                f"{what} has Downpour local steps (a gradient kept or a fetch skipped); this simulator has "
+                "n_fetch = n_push = 1: set n_fetch / n_push as recorded"
+            )
+        if self.D and len(trace) and int(trace.staleness.max(initial=0)) >= self.D:
+            raise TraceMismatch(
+                f"{what} has staleness up to {int(trace.staleness.max())}; the version ring holds {self.D} versions"
+            )
 
     def sharded_step(self, state: SimState):
         """The step with the state's shardings declared as its outputs."""
@@ -167,37 +187,78 @@ class Simulator:
             self._sharded_step = jax.jit(self._step, donate_argnums=0, out_shardings=out)
         return self._sharded_step
 
-    def boundaries(self, trace: Trace) -> np.ndarray:
+    def boundaries(self, trace: Trace, *, cuts: tuple[int, ...] | np.ndarray = ()) -> np.ndarray:
         """Event offsets where compiled calls start (and checkpoints may be taken), ending with len(trace)."""
+        if not self.C:
+            raise RuntimeError("Simulator.plan (or run) fixes the events per call before boundaries")
+        n = len(trace)
+        extra = [int(c) for c in cuts if 0 < int(c) < n]
+        base = partition_waves(trace, self.C) if self.strategy == "waves" else np.arange(0, n, self.C)
+        return np.unique(np.concatenate([base, extra, [0, n]]).astype(np.int64))
+
+    # ------------------------------------------------------------------------------------ strategy choice
+    def plan(self, params: Params, data: Any, batch_size: int) -> None:
+        """Fix the strategy and the events per call from the task and the state size (once; `run` calls it)."""
+        if self.C:
+            return
         if self.strategy == "waves":
-            return partition_waves(trace, self.C)
-        return np.unique(np.append(np.arange(0, len(trace), self.C), len(trace)))
+            self.C = self._chunk or min(self.K, 256)
+            return
+        nbytes = sum(jnp.asarray(x).size * jnp.asarray(x).dtype.itemsize for x in jax.tree.leaves(params))
+        big = jax.default_backend() == "cpu" and (self.D or self.K) * nbytes > LARGE_STATE_BYTES
+        if self.strategy == "auto":  # large stacked copies: a scan would copy them per event too
+            cost = None if big else _gradient_seconds(self.task, params, data, batch_size)
+            if cost is not None and cost * 10 < SCAN_CALL_SECONDS:
+                self.strategy = "scan"
+                self.C = self._chunk or int(np.clip(SCAN_CALL_SECONDS / max(cost, 1e-7), 10, MAX_SCAN_CHUNK))
+                return
+            self.strategy = "sequential"
+        if self.strategy == "scan":
+            self.C = self._chunk or 256
+            return
+        # Unrolled chunks. XLA:CPU: one event per call (measured, small CNN on digits, K = 16: 3.56 ms per
+        # event and 3.2 s to compile, against 3.49 ms and 15 s for ten unrolled events; with large stacked
+        # copies a multi-event program also copies the whole (K, ...) buffer once per event). Accelerators:
+        # ten events per call amortise the dispatch.
+        self.C = self._chunk or (1 if jax.default_backend() == "cpu" else 10)
 
     # --------------------------------------------------------------------------------------- step (jit)
-    def _step(self, state: SimState, data: dict, chunk: dict, hparams: dict, data_key):
+    def _step(self, state: SimState, data: Any, chunk: dict, hparams: dict, data_key: jax.Array):
         """One compiled call over C event slots (a wave, or a chunk of consecutive events)."""
         server = self.make_server(hparams)
         keys = jax.vmap(lambda w, s: batch_key(data_key, w, s))(chunk["worker"], chunk["step"])
         compute = chunk["valid"] & (chunk["step"] >= 0)
-        grad = lambda p, j: self.task.grad(p, data, chunk["indices"][j], keys[j])
         events = {k: chunk[k] for k in ("worker", "push", "apply", "fetch", "v_read")} | {"compute": compute}
+
+        def grad(p, idx, key):
+            return self.task.grad(p, data, idx, key)
+
         if self.strategy == "waves":  # every slot's parameters are final at the wave's start
             slot_params = jax.tree.map(lambda x: x[self._slot(chunk["worker"], chunk["v_read"])], state.local)
-            losses, grads = jax.vmap(grad)(slot_params, jnp.arange(self.C))
-            if self.C <= 32:
-                for j in range(self.C):
-                    state = self._event(server, state, _index(events, j), _index(grads, j), hparams)
-            else:  # large waves: a scan keeps the program small (no convolutions inside)
-                body = lambda st, xs: (self._event(server, st, xs[0], xs[1], hparams), None)
-                state, _ = jax.lax.scan(body, state, (events, grads))
-        else:  # each gradient sees the state left by the events before it
-            losses = []
+            losses, grads = jax.vmap(grad)(slot_params, chunk["indices"], keys)
+            body = lambda st, xs: (self._event(server, st, xs[0], xs[1], hparams), None)
+            state, _ = jax.lax.scan(body, state, (events, grads), unroll=self.C <= 32)
+        elif self.strategy == "scan":
+
+            def body(st, xs):
+                ev, idx, key = xs
+                p = _index(st.local, self._slot(ev["worker"], ev["v_read"]))
+                # Padding and fetch-only slots skip the gradient (a long chunk cut short costs nothing).
+                skip = lambda: (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, p))
+                loss, g = jax.lax.cond(ev["compute"], lambda: grad(p, idx, key), skip)
+                return self._event(server, st, ev, g, hparams), loss
+
+            state, losses = jax.lax.scan(body, state, (events, chunk["indices"], keys))
+        else:  # unrolled: each gradient sees the state left by the events before it
+            out = []
             for j in range(self.C):
                 ev = _index(events, j)
-                loss, g = grad(_index(state.local, self._slot(ev["worker"], ev["v_read"])), j)
+                loss, g = grad(
+                    _index(state.local, self._slot(ev["worker"], ev["v_read"])), chunk["indices"][j], keys[j]
+                )
                 state = self._event(server, state, ev, g, hparams)
-                losses.append(loss)
-            losses = jnp.stack(losses)
+                out.append(loss)
+            losses = jnp.stack(out)
         return state, jnp.where(compute, losses, jnp.nan)
 
     def _slot(self, worker, v_read):
@@ -211,47 +272,47 @@ class Simulator:
         if self.G == 1 and not self.local_updates:
             return self._event_plain(server, st, ev, g)
         w = ev["worker"]
-        put = lambda tree, i, val, on: jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, val)
-
-        # Local step (Downpour): apply the gradient to the local copy, accumulate it for the next push.
-        if self.local_updates:
-            llr = hparams["local_learning_rate"]
-            new_local = sgd_step(_index(st.local, w), g, llr)
-            new_acc = jax.tree.map(jnp.add, _index(st.acc, w), g)
-            st = st._replace(local=put(st.local, w, new_local, ev["compute"]))
-            st = st._replace(acc=put(st.acc, w, new_acc, ev["compute"]))
+        if self.local_updates:  # Downpour: the local copy moves, the gradient joins the next push
+            st = st._replace(
+                local=_put(
+                    st.local, w, sgd_step(_index(st.local, w), g, hparams["local_learning_rate"]), ev["compute"]
+                ),
+                acc=_put(st.acc, w, jax.tree.map(jnp.add, _index(st.acc, w), g), ev["compute"]),
+            )
             pushed = _index(st.acc, w)
         else:
             pushed = g
+        st = self._push(st, ev, pushed)
+        st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
+        return self._fetch_now(st, ev)
 
-        # Push: the gradient joins the server's pending group.
-        push = ev["push"]
-        slot = st.pend_count
+    def _push(self, st: SimState, ev: dict, pushed) -> SimState:
+        """The gradient joins the server's pending group (and the worker's accumulator empties)."""
+        w, push, slot = ev["worker"], ev["push"], st.pend_count
         st = st._replace(
-            pend_grads=put(st.pend_grads, slot, pushed, push),
+            pend_grads=_put(st.pend_grads, slot, pushed, push),
             pend_worker=st.pend_worker.at[slot].set(jnp.where(push, w, st.pend_worker[slot])),
             pend_read=st.pend_read.at[slot].set(jnp.where(push, st.read_version[w], st.pend_read[slot])),
-            pend_fetch=st.pend_fetch.at[slot].set(jnp.where(push, ev["fetch"] == 2, st.pend_fetch[slot])),
+            pend_fetch=st.pend_fetch.at[slot].set(jnp.where(push, ev["fetch"] == Fetch.ON_APPLY, st.pend_fetch[slot])),
             pend_count=st.pend_count + push.astype(jnp.int32),
         )
         if self.local_updates:
-            st = st._replace(acc=put(st.acc, w, jax.tree.map(jnp.zeros_like, pushed), push))
+            st = st._replace(acc=_put(st.acc, w, jax.tree.map(jnp.zeros_like, pushed), push))
+        return st
 
-        # Apply: the shared server update over the pending group, then fetches of waiting members.
-        st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
-
-        # Fetch now (a fetch-only event — a restart or a late join — also drops unpushed local gradients).
-        fetch_now = ev["fetch"] == 1
+    def _fetch_now(self, st: SimState, ev: dict) -> SimState:
+        """Fetch now (a fetch-only event, a restart or a late join, also drops unpushed local gradients)."""
+        w, fetch_now = ev["worker"], ev["fetch"] == Fetch.NOW
         params = st.server.params
         if self.local_updates:
-            st = st._replace(acc=put(st.acc, w, jax.tree.map(jnp.zeros_like, params), fetch_now & ~ev["compute"]))
-        st = st._replace(
-            local=put(st.local, w, params, fetch_now),
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            st = st._replace(
+                acc=_put(st.acc, w, zeros, fetch_now & ~ev["compute"]), snap=_put(st.snap, w, params, fetch_now)
+            )
+        return st._replace(
+            local=_put(st.local, w, params, fetch_now),
             read_version=st.read_version.at[w].set(jnp.where(fetch_now, st.server.version, st.read_version[w])),
         )
-        if self.local_updates:
-            st = st._replace(snap=put(st.snap, w, params, fetch_now))
-        return st
 
     def _event_plain(self, server: Server, st: SimState, ev: dict, g) -> SimState:
         """Plain A-SGD fast path (one gradient per update, no local steps): no pending buffer; every push is
@@ -264,9 +325,8 @@ class Simulator:
 
         new_server = jax.lax.cond(ev["apply"] & ev["push"], apply, lambda s: s, st.server)
         on = ev["fetch"] > 0
-        local = jax.tree.map(lambda x, p: x.at[w].set(jnp.where(on, p, x[w])), st.local, new_server.params)
         read = st.read_version.at[w].set(jnp.where(on, new_server.version, st.read_version[w]))
-        return st._replace(server=new_server, local=local, read_version=read)
+        return st._replace(server=new_server, local=_put(st.local, w, new_server.params, on), read_version=read)
 
     def _event_ring(self, server: Server, st: SimState, ev: dict, g) -> SimState:
         """Version-ring memory: the gradient read ring[v_read % D]; the new version is written to its slot."""
@@ -276,8 +336,7 @@ class Simulator:
         new_server = jax.lax.cond(
             applied, lambda s: server.apply_one(s, g, v, ev["worker"], read_params), lambda s: s, st.server
         )
-        slot = new_server.version % self.D
-        ring = jax.tree.map(lambda x, p: x.at[slot].set(jnp.where(applied, p, x[slot])), st.local, new_server.params)
+        ring = _put(st.local, new_server.version % self.D, new_server.params, applied)
         return st._replace(server=new_server, local=ring)
 
     def _apply(self, server: Server, st: SimState) -> SimState:
@@ -288,37 +347,55 @@ class Simulator:
         def fetch_member(j, s: SimState) -> SimState:
             on = (j < s.pend_count) & s.pend_fetch[j]
             w = s.pend_worker[j]
-            put = lambda tree: jax.tree.map(lambda x, v: x.at[w].set(jnp.where(on, v, x[w])), tree, params)
             s = s._replace(
-                local=put(s.local),
+                local=_put(s.local, w, params, on),
                 read_version=s.read_version.at[w].set(jnp.where(on, new_server.version, s.read_version[w])),
             )
-            return s._replace(snap=put(s.snap)) if self.local_updates else s
+            return s._replace(snap=_put(s.snap, w, params, on)) if self.local_updates else s
 
         st = st._replace(server=new_server)
         st = jax.lax.fori_loop(0, self.G, fetch_member, st) if self.G > 1 else fetch_member(0, st)
         return st._replace(pend_count=jnp.zeros((), jnp.int32))
 
 
-def sgd_step(params, grads, lr):
-    """params - lr * grads: Downpour's local step, the one formula of simulator, workers and Ray actors."""
-    return jax.tree.map(lambda x, d: x - lr * d, params, grads)
-
-
 def _index(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def batch_indices(trace: Trace, streams: list[WorkerStream], start: int, stop: int) -> np.ndarray:
+def _put(tree, i, value, on):
+    """tree[i] = value where `on`, else unchanged (stacked leaves)."""
+    return jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, value)
+
+
+def _describe(meta: dict) -> str:
+    keys = ("protocol", "softsync_n", "max_staleness", "n_fetch", "n_push")
+    return ", ".join(f"{k}={meta[k]}" for k in keys if k in meta)
+
+
+def _gradient_seconds(task: Task, params: Params, data: Any, batch_size: int) -> float | None:
+    """Seconds one gradient takes on this backend (best of 3 after compiling); None for convolutional
+    tasks on XLA:CPU, which must not run inside a scan there (its loop-body conv emitter is slow)."""
+    idx = jnp.zeros((batch_size,), jnp.int32)
+    key = jax.random.key(0)
+    if jax.default_backend() == "cpu":
+        jaxpr = jax.make_jaxpr(lambda p, d: task.grad(p, d, idx, key))(params, data)
+        if "conv_general_dilated" in str(jaxpr):
+            return None
+    fn = jax.jit(task.grad)
+    jax.block_until_ready(fn(params, data, idx, key))
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(params, data, idx, key))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def batch_indices(trace: Trace, sampler: Sampler, start: int, stop: int) -> np.ndarray:
     """Example indices of events [start, stop): worker w's step s batch (fetch-only events get zeros)."""
-    batch = streams[0].batch_size
-    out = np.zeros((stop - start, batch), np.int32)
-    for i, e in enumerate(range(start, stop)):
-        s = int(trace.step[e])
-        if s >= 0:
-            out[i] = streams[int(trace.worker[e])].batch(s)
+    steps = trace.step[start:stop]
+    out = np.zeros((stop - start, sampler.batch_size), np.int32)
+    computed = steps >= 0
+    if computed.any():
+        out[computed] = sampler.indices(trace.worker[start:stop][computed], steps[computed])
     return out
-
-
-def make_streams(num_examples: int, batch_size: int, seed: int, num_workers: int) -> list[WorkerStream]:
-    return [WorkerStream(num_examples, batch_size, seed, w, num_workers) for w in range(num_workers)]

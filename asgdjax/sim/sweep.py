@@ -7,13 +7,15 @@ of different lengths are padded with empty chunks (no events: the state passes t
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asgdjax.data import WorkerStream
+from asgdjax.core.sampling import Sampler
+from asgdjax.core.trace import Trace
 from asgdjax.sim.engine import SimState, Simulator, batch_indices
-from asgdjax.sim.trace import Trace
 from asgdjax.sim.waves import wave_arrays
 
 
@@ -23,13 +25,16 @@ def sweep(
     traces: list[Trace],
     data: dict,
     hparams: list[dict],
-    streams: list[list[WorkerStream]],
+    samplers: list[Sampler],
     data_keys: list[jax.Array],
 ) -> SimState:
     """Replay N configurations at once; returns the N final states stacked on a leading axis."""
     n = len(traces)
-    if not (len(params) == len(hparams) == len(streams) == len(data_keys) == n):
-        raise ValueError("sweep needs one params, hparams, streams and data key per trace")
+    if not (len(params) == len(hparams) == len(samplers) == len(data_keys) == n):
+        raise ValueError("sweep needs one params, hparams, sampler and data key per trace")
+    for t in traces:
+        sim.check_replayable(t)
+    sim.plan(params[0], data, samplers[0].batch_size)
     states = [sim.init(p, h) for p, h in zip(params, hparams, strict=True)]
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     hp = {k: jnp.asarray([h[k] for h in hparams], jnp.float32) for k in hparams[0]}
@@ -39,7 +44,7 @@ def sweep(
     step = _vmapped_step(sim)
     for c in range(num_chunks):
         chunks = []
-        for t, b, st in zip(traces, bounds, streams, strict=True):
+        for t, b, st in zip(traces, bounds, samplers, strict=True):
             lo, hi = (int(b[c]), int(b[c + 1])) if c + 1 < len(b) else (len(t), len(t))
             chunks.append(wave_arrays(t, lo, hi, sim.C, _indices(t, st, lo, hi)))
         batch = {k: np.stack([ch[k] for ch in chunks]) for k in chunks[0]}
@@ -47,13 +52,13 @@ def sweep(
     return state
 
 
-def _indices(trace, streams, lo, hi):
+def _indices(trace, sampler, lo, hi):
     if hi > lo:
-        return batch_indices(trace, streams, lo, hi)
-    return np.zeros((0, streams[0].batch_size), np.int32)
+        return batch_indices(trace, sampler, lo, hi)
+    return np.zeros((0, sampler.batch_size), np.int32)
 
 
-_CACHE: dict[int, object] = {}
+_CACHE: dict[int, tuple[Simulator, Any]] = {}
 
 
 def _vmapped_step(sim: Simulator):

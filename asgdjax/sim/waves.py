@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asgdjax.sim.trace import Trace
+from asgdjax.core.trace import Trace
 
 
 def partition_waves(trace: Trace, wave_size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""What every mode shares while it runs: progress bar, periodic logging and evaluation, checkpoints."""
+"""What every mode shares while it runs: progress bar, periodic logging and evaluation, health, checkpoints."""
 
 from __future__ import annotations
 
@@ -6,34 +6,39 @@ import dataclasses
 import math
 import sys
 import time
+from typing import Any
 
-import jax.numpy as jnp
+import numpy as np
 import optax
+from absl import logging
 from tqdm.auto import tqdm
 
+from asgdjax.core import health
 from asgdjax.data import ArrayDataset
 from asgdjax.errors import Diverged
 from asgdjax.train.outputs import Checkpoints, MetricsWriter
-from asgdjax.train.task import Task
+from asgdjax.train.task import ClassificationTask
 
 
 @dataclasses.dataclass
 class RunContext:
-    config: object
+    config: Any
     workdir: str
-    task: Task
+    task: ClassificationTask
     dataset: ArrayDataset
     data: dict
     optimizer: optax.GradientTransformation
     writer: MetricsWriter
     checkpoints: Checkpoints
-    placement: object = None  # asgdjax.parallel.Placement of the server's (or the one model's) parameters
+    placement: Any = None  # asgdjax.parallel.Placement of the server's (or the one model's) parameters
     show_progress: bool = True
     started: float = dataclasses.field(default_factory=time.time)
     eval_seconds: float = 0.0
     last_eval: dict = dataclasses.field(default_factory=dict)
     resumed_from: int = 0
-    _bar: object = None
+    collapse: health.CollapseDetector = dataclasses.field(default_factory=health.CollapseDetector)
+    extra_writers: list = dataclasses.field(default_factory=list)  # e.g. TensorBoard, fed the same records
+    _bar: Any = None
 
     def progress(self, start: int, stop: int, unit: str = "step"):
         """range(start, stop) advancing a progress bar (postfix shows loss and accuracy)."""
@@ -56,14 +61,16 @@ class RunContext:
         return self._bar
 
     def restore(self, like):
-        step = self.checkpoints.latest_step()
-        if step is None:
+        """The newest restorable checkpoint in the structure of `like` (or `like` itself when none)."""
+        got = self.checkpoints.restore_latest(like)
+        if got is None:
             return like
-        self.resumed_from = step
-        return self.checkpoints.restore(step, like)
+        self.resumed_from, state = got
+        self.writer.truncate_after(self.resumed_from)
+        return state
 
-    def save(self, step: int, state) -> None:
-        self.checkpoints.save(step, state)
+    def save(self, step: int, state, meta: dict | None = None) -> None:
+        self.checkpoints.save(step, state, meta)
 
     def evaluate(self, params) -> dict:
         t = time.time()
@@ -71,26 +78,16 @@ class RunContext:
         self.eval_seconds += time.time() - t
         return self.last_eval
 
+    def write(self, step: int, **record: Any) -> None:
+        """One metrics record: metrics.jsonl (the source of truth) and any extra writer."""
+        self.writer.write(step, **record)
+        for w in self.extra_writers:
+            w.write(step, **record)
+
 
 def crossed(prev: int, done: int, every: int) -> bool:
     """True if a multiple of `every` lies in (prev, done]: a wave of several steps crossed a boundary."""
     return done // every > prev // every
-
-
-def _check_divergence(ctx: RunContext, done: int, loss: float) -> None:
-    limit = ctx.config.max_train_loss
-    if not math.isfinite(loss) or loss > limit:
-        last = ctx.checkpoints.latest_step()
-        kept = (
-            f"the last good checkpoint (step {last}) is kept in {ctx.checkpoints.directory}"
-            if last
-            else "no checkpoint was written yet"
-        )
-        ctx.writer.write(done, train_loss=loss if math.isfinite(loss) else str(loss), diverged=True)
-        raise Diverged(
-            f"the run diverged at step {done}: train_loss={loss:.4g} (limit max_train_loss={limit:g}); {kept}; "
-            "lower learning_rate or use a staleness rule"
-        )
 
 
 def logging_due(config, prev: int, done: int) -> bool:
@@ -100,24 +97,78 @@ def logging_due(config, prev: int, done: int) -> bool:
     )
 
 
-def log_and_eval(ctx: RunContext, done: int, params, losses: list, prev: int | None = None, **extra) -> None:
+def log_and_eval(
+    ctx: RunContext, done: int, params, losses: list, *, prev: int | None = None, rejected: int = 0, **extra
+) -> None:
     """Every log_every steps write the mean training loss; every eval_every (and at the end) evaluate.
 
     `prev` is the step count before this call (default done - 1); waves advance several steps at once.
+    `rejected`: gradients the guards rejected so far (most of them rejected is divergence).
     """
     config = ctx.config
     prev = done - 1 if prev is None else prev
-    record = {}
+    record: dict[str, Any] = {}
     if (crossed(prev, done, config.log_every) or done == config.steps) and losses:
-        # nanmean: padded simulator slots are NaN; a diverged model is NaN everywhere and still shows as NaN
-        record["train_loss"] = float(jnp.nanmean(jnp.concatenate([jnp.ravel(x) for x in losses])))
+        loss = mean_loss(losses)
         losses.clear()
-        _check_divergence(ctx, done, record["train_loss"])
+        if loss is not None:
+            record["train_loss"] = loss
+            _check_divergence(ctx, done, health.divergence(loss, limit=config.max_train_loss), record)
+            ctx.collapse.loss(loss)
+    _check_divergence(ctx, done, health.rejection(rejected, done), record)
     if crossed(prev, done, config.eval_every) or done == config.steps:
         record.update(ctx.evaluate(params))
+        ctx.collapse.accuracy(record["test_accuracy"])
     if record:
         record.update(extra)
-        ctx.writer.write(done, **record)
+        ctx.write(done, **record)
+        _warn_if_collapsed(ctx, done)
         if ctx._bar is not None:
             shown = {k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "test_accuracy")}
             ctx._bar.set_postfix(shown, refresh=False)
+
+
+def mean_loss(losses: list) -> float | None:
+    """Mean of the losses (on the host: workers' losses live on different devices), None when there are
+    none. An entry is an array, or (a compiled call's slot losses, mask of the slots that computed a
+    gradient); a NaN among them is a diverged gradient and makes the mean NaN."""
+    values = np.concatenate([_computed(x) for x in losses])
+    return float(values.mean()) if len(values) else None
+
+
+def _computed(entry) -> np.ndarray:
+    if isinstance(entry, tuple):
+        values, mask = entry
+        return np.ravel(np.asarray(values)[: len(mask)][mask])
+    return np.ravel(np.asarray(entry))
+
+
+def _check_divergence(ctx: RunContext, done: int, why: str | None, record: dict) -> None:
+    if why is None:
+        return
+    last = ctx.checkpoints.latest_step()
+    kept = (
+        f"the last good checkpoint (step {last}) is kept in {ctx.checkpoints.directory}"
+        if last
+        else "no checkpoint was written yet"
+    )
+    loss = record.get("train_loss")
+    shown = {} if loss is None else {"train_loss": loss if math.isfinite(loss) else str(loss)}
+    ctx.write(done, **shown, diverged=True, reason=why)
+    raise Diverged(f"the run diverged at step {done}: {why}; {kept}; lower learning_rate or use a staleness rule")
+
+
+def _warn_if_collapsed(ctx: RunContext, done: int) -> None:
+    why = ctx.collapse.verdict()
+    if why and not ctx.collapse.warned:
+        ctx.collapse.warned = True
+        ctx.write(done, event="collapse_warning", reason=why)
+        logging.warning("the run looks collapsed at step %d: %s; %s", done, why, health.ADVICE)
+
+
+def final_health(ctx: RunContext) -> dict:
+    """The run's verdict for summary.json: ok, or collapsed with the reason (printed loudly at the end)."""
+    why = ctx.collapse.verdict(final=True)
+    if why is None:
+        return {"status": "ok"}
+    return {"status": "collapsed", "reason": why, "advice": health.ADVICE}

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from asgdjax.errors import ConfigError
 
@@ -24,6 +25,24 @@ class MetricsWriter:
     def write(self, step: int, **metrics: Any) -> None:
         record = {"step": int(step), "time": time.time(), **{k: _plain(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records past `step` (a resumed run recomputes those steps, so none is logged twice);
+        a torn last line from a killed run goes too."""
+        self._file.close()
+        kept = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (held open for the run)
 
     def close(self) -> None:
         self._file.close()
@@ -52,7 +71,8 @@ def _plain(v):
 
 
 class Checkpoints:
-    """Orbax CheckpointManager over workdir/checkpoints: save a state pytree by step, restore the latest."""
+    """Orbax CheckpointManager over workdir/checkpoints: each step holds the state pytree and, where the mode
+    has one, a JSON item (the async protocol's snapshot), written and removed together (max_to_keep)."""
 
     def __init__(self, workdir: str, max_to_keep: int = 3):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
@@ -63,20 +83,48 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
-    def restore(self, step: int, like):
-        """Restore into the structure (and shardings) of `like`; an unreadable checkpoint is a ConfigError."""
+    def save(self, step: int, state: Any, meta: dict | None = None) -> None:
+        items = {"state": ocp.args.StandardSave(state)}
+        if meta is not None:
+            items["meta"] = ocp.args.JsonSave(meta)
+        self.manager.save(step, args=ocp.args.Composite(**items))
+
+    def restore(self, step: int, like: Any, *, with_meta: bool = False) -> Any:
+        """Restore step `step` into the structure (and shardings) of `like` (and its JSON item); an
+        unreadable checkpoint is a ConfigError naming it."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if with_meta:
+            items["meta"] = ocp.args.JsonRestore()
         try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 (orbax raises many kinds for damaged or foreign files)
             where = os.path.join(self.directory, str(step))
             raise ConfigError(
                 f"checkpoint {where!r} cannot be restored ({type(e).__name__}); it is damaged or from another "
                 "config: move it away to resume from an earlier one, or use a new --workdir"
             ) from None
+        return (out["state"], out["meta"]) if with_meta else out["state"]
+
+    def restore_latest(self, like: Any, *, with_meta: bool = False) -> tuple[int, Any] | None:
+        """The newest checkpoint that restores, as (step, state[, meta]); a damaged newer one is skipped with
+        a warning (it is kept on disk, renamed, so nothing is lost). None when there is none."""
+        steps = self.steps()
+        for i, step in enumerate(reversed(steps)):
+            try:
+                return step, self.restore(step, like, with_meta=with_meta)
+            except ConfigError as e:
+                if i == len(steps) - 1:
+                    raise
+                older = steps[-(i + 2)]
+                damaged = os.path.join(self.directory, f"damaged-{step}")
+                os.replace(os.path.join(self.directory, str(step)), damaged)
+                self.manager.reload()
+                logging.warning("%s; moved to %s and resuming from the previous checkpoint %d", e, damaged, older)
+        return None
 
     def close(self) -> None:
         self.manager.wait_until_finished()

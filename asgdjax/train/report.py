@@ -18,13 +18,16 @@ def print_summary(summary: dict) -> None:
     if summary.get("worker_failures"):
         n, dropped = len(summary["worker_failures"]), summary.get("dropped_workers", [])
         rows.append(("worker failures", f"{n} (dropped: {', '.join(map(str, dropped)) or 'none'})"))
-    if "virtual_time" in summary:
-        rows.append(("virtual time", f"{summary['virtual_time']:.1f}"))
+    if "virtual_seconds" in summary:
+        rows.append(("virtual time", f"{summary['virtual_seconds']:.1f} s (simulated clock)"))
     rows += [
         ("examples / s", f"{summary['examples_per_second']:,.0f}"),
         ("wall time", f"{summary['wall_seconds']:.1f} s (eval {summary['eval_seconds']:.1f} s)"),
         ("outputs", summary["workdir"]),
     ]
+    health = summary.get("health", {})
+    if health.get("status", "ok") != "ok":
+        rows.append(("WARNING", f"{health['status']}: {health['reason']}"))
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(str(v)) for _, v in rows))
     print(line)

@@ -2,71 +2,108 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 
-from asgdjax.data import load_dataset
+from asgdjax.core.health import CollapseDetector
+from asgdjax.data import ArrayDataset, load_dataset
 from asgdjax.errors import ConfigError
 from asgdjax.models import get_model, param_count
-from asgdjax.optim import make_optimizer
 from asgdjax.parallel import Placement, group_devices
 from asgdjax.parallel.placement import bytes_per_device
-from asgdjax.train.loop import RunContext
-from asgdjax.train.outputs import Checkpoints, MetricsWriter, read_json, write_json
-from asgdjax.train.task import Task, device_data
+from asgdjax.train.build import optimizer_from_config, sampler_from_config
+from asgdjax.train.loop import RunContext, final_health
+from asgdjax.train.outputs import Checkpoints, MetricsWriter, write_json
+from asgdjax.train.sizes import check_memory
+from asgdjax.train.task import ClassificationTask, device_data
 from asgdjax.train.validate import validate
+from asgdjax.train.workdir import Workdir, check_location
 
-# Keys that may change between a run and its resumption (everything else must match the workdir's run).
-RESUMABLE_CHANGES = ("steps", "eval_every", "log_every", "checkpoint_every", "data_dir", "max_train_loss")
+
+class RunSetup(NamedTuple):
+    """Everything checked and built before the workdir is touched."""
+
+    dataset: ArrayDataset
+    task: ClassificationTask
+    placement: Placement
+    optimizer: Any
 
 
 def train(config, workdir: str, show_progress: bool = True) -> dict:
-    """Run `config` in `workdir` (resuming what is there) and return the summary written to summary.json."""
+    """Run `config` in `workdir` (resuming what is there) and return the summary written to summary.json.
+
+    Order matters: the config, the workdir's location, the data, the batch against each worker's shard, a
+    replayed trace and the memory the run needs are all checked before anything is written, so a refused
+    start leaves the workdir as it was; then the workdir is locked for the run.
+    """
     validate(config)
     if config.cpu_devices:
         _force_cpu_devices(config.cpu_devices)
-    os.makedirs(workdir, exist_ok=True)
-    _check_workdir_config(config, workdir)
+    check_location(workdir)
+    setup = prepare(config)
+    with Workdir(workdir) as wd:
+        wd.check_same_run(config.to_dict())
+        done = wd.complete_summary(config.steps)
+        if done is not None:
+            return {**done, "already_complete": True}
+        return _train_in(wd, config, setup, show_progress)
+
+
+def prepare(config) -> RunSetup:
+    """Load and check everything the run needs (no file is written)."""
     dataset = load_dataset(config.dataset, config.data_dir or None)
     spec = dataset.spec
     model = get_model(config.model, spec.num_classes, spec.image_shape)
-    task = Task(model, spec, augment=bool(config.augment and spec.augment))
+    task = ClassificationTask(model, spec, augment=bool(config.augment and spec.augment))
+    sampler_from_config(config, dataset.num_train)  # batch_size against every worker's shard
+    if config.mode == "sim" and config.trace:
+        from asgdjax.train.sim import load_trace
+
+        load_trace(config)
+    check_memory(config, task, dataset)
     # Parameters (and everything shaped like them) live sharded over the first model_parallel devices.
-    placement = Placement.for_model(model, group_devices(1, config.model_parallel)[0])
-    optimizer = make_optimizer(
-        config.optimizer,
-        config.learning_rate,
-        config.momentum,
-        config.weight_decay,
-        config.lr_schedule,
-        config.steps,
-    )
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    placement = Placement.for_task(task, group_devices(1, config.model_parallel)[0])
+    optimizer = optimizer_from_config(config, config.learning_rate, config.steps)
+    return RunSetup(dataset, task, placement, optimizer)
+
+
+def _train_in(wd: Workdir, config, setup: RunSetup, show_progress: bool) -> dict:
+    dataset, task, placement = setup.dataset, setup.task, setup.placement
+    write_json(wd.file("config.json"), config.to_dict())
     ctx = RunContext(
         config=config,
-        workdir=workdir,
+        workdir=wd.path,
         task=task,
         dataset=dataset,
         data=device_data(dataset, placement.replicated),
         placement=placement,
-        optimizer=optimizer,
-        writer=MetricsWriter(workdir),
-        checkpoints=Checkpoints(workdir),
+        optimizer=setup.optimizer,
+        writer=MetricsWriter(wd.path),
+        checkpoints=Checkpoints(wd.path),
         show_progress=show_progress,
+        collapse=CollapseDetector(num_classes=dataset.spec.num_classes),
     )
     try:
         result = _run_mode(ctx)
     finally:
         ctx.checkpoints.close()
         ctx.writer.close()
+    summary = _summary(ctx, result)
+    write_json(wd.file("summary.json"), summary)
+    return summary
+
+
+def _summary(ctx: RunContext, result: dict) -> dict:
+    """What summary.json says about a finished run (the mode adds its own fields)."""
+    config, workdir = ctx.config, ctx.workdir
     wall = time.time() - ctx.started
     final = ctx.last_eval or ctx.evaluate(result["params"])
     steps_run = config.steps - ctx.resumed_from
     train_seconds = max(wall - ctx.eval_seconds, 1e-9)
-    summary = {
+    return {
         "mode": config.mode,
         "dataset": config.dataset,
         "model": config.model,
@@ -84,10 +121,9 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
         "eval_seconds": ctx.eval_seconds,
         "device": str(jax.devices()[0].platform),
         "workdir": os.path.abspath(workdir),
+        "health": final_health(ctx),
         **result.get("summary", {}),
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
 
 
 def _run_mode(ctx: RunContext) -> dict:
@@ -115,22 +151,3 @@ def _force_cpu_devices(n: int) -> None:
                 f"cpu_devices={n} cannot be applied: JAX already started with {len(jax.devices('cpu'))} CPU "
                 f"devices; set XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting"
             ) from None
-
-
-def _check_workdir_config(config, workdir: str) -> None:
-    """A workdir holding a run with another config is refused (nothing there is overwritten)."""
-    previous = read_json(os.path.join(workdir, "config.json"))
-    if previous is None:
-        return
-    current = json.loads(json.dumps(config.to_dict()))
-    diffs = [
-        k
-        for k in sorted(set(previous) | set(current))
-        if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k)
-    ]
-    if diffs:
-        k = diffs[0]
-        raise ConfigError(
-            f"workdir {workdir!r} holds a run with {k}={previous.get(k)!r} (this config: {current.get(k)!r}); "
-            "use a new --workdir or the same config to resume"
-        )

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.data import WorkerStream
+from asgdjax.core.task import batch_key
+from asgdjax.train.build import keys, sampler_from_config
 from asgdjax.train.loop import RunContext, log_and_eval
-from asgdjax.train.task import batch_key
 
 
 def make_sync_step(task, optimizer):
@@ -25,8 +25,9 @@ def make_sync_step(task, optimizer):
 def run_sync(ctx: RunContext) -> dict:
     """Train for config.steps updates; resumes from the latest checkpoint in the workdir."""
     config, task = ctx.config, ctx.task
-    stream = WorkerStream(ctx.dataset.num_train, config.batch_size, config.seed)
-    params = ctx.placement.put(task.model.init(jax.random.key(config.seed)))
+    sampler = sampler_from_config(config, ctx.dataset.num_train)
+    run_keys = keys(config)
+    params = ctx.placement.put(task.init(run_keys.init))
     opt_state = jax.jit(
         ctx.optimizer.init, out_shardings=ctx.placement.shardings(jax.eval_shape(ctx.optimizer.init, params))
     )(params)
@@ -34,11 +35,10 @@ def run_sync(ctx: RunContext) -> dict:
     state = ctx.restore(state)
     params, opt_state, start = state["params"], state["opt_state"], int(state["step"])
     step_fn = make_sync_step(task, ctx.optimizer)
-    data_key = jax.random.key(config.seed + 1)
     losses = []
     for step in ctx.progress(start, config.steps):
-        indices = stream.batch(step)
-        params, opt_state, loss = step_fn(params, opt_state, ctx.data, indices, batch_key(data_key, 0, step))
+        indices = sampler.batch(0, step)
+        params, opt_state, loss = step_fn(params, opt_state, ctx.data, indices, batch_key(run_keys.data, 0, step))
         losses.append(loss)
         done = step + 1
         log_and_eval(ctx, done, params, losses)

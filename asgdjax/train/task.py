@@ -1,8 +1,7 @@
-"""A task = model + dataset on device + pure loss/gradient/eval functions shared by every mode.
+"""The bundled image-classification task: one implementation of the `asgdjax.core.task.Task` protocol.
 
-The dataset lives on the device once; steps receive example *indices* and gather there, so a step moves a
-few hundred bytes to the device instead of a batch of images. Data arrays are explicit arguments (never
-closed over), so jit does not bake them into the program as constants.
+Model + dataset on device + pure loss/gradient/eval functions shared by every mode. The dataset lives on
+the device once; steps receive example *indices* and gather there (`device_data` lays the splits out).
 """
 
 from __future__ import annotations
@@ -20,12 +19,19 @@ from asgdjax.models import Classifier
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class ClassificationTask:
     """Pure functions of (params, data, indices, key); `data` is the pytree from `device_data()`."""
 
     model: Classifier
     spec: DatasetSpec
     augment: bool
+
+    def init(self, key: jax.Array) -> dict:
+        return self.model.init(key)
+
+    def partition_specs(self) -> dict:
+        """Logical axis names of every parameter (for `asgdjax.parallel`)."""
+        return self.model.partition_specs()
 
     def batch_loss(self, params, data: dict, indices: jax.Array, key: jax.Array) -> jax.Array:
         images = jnp.take(data["train_x"], indices, axis=0)
@@ -75,8 +81,3 @@ def device_data(dataset: ArrayDataset, device=None) -> dict[str, jax.Array]:
         "test_y": dataset.test_labels,
     }
     return {k: jax.device_put(np.asarray(v), device) for k, v in arrays.items()}
-
-
-def batch_key(base: jax.Array, worker: int | jax.Array, step: int | jax.Array) -> jax.Array:
-    """The PRNG key of worker `worker`'s batch `step` (augmentation, dropout): same in every mode."""
-    return jax.random.fold_in(jax.random.fold_in(base, worker), step)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from asgdjax.config_checks import choice, finite_positive, int_at_least
+from asgdjax.core.sampling import SAMPLERS
 from asgdjax.data import DATASETS
 from asgdjax.errors import ConfigError
 from asgdjax.models import MODELS
-from asgdjax.optim import OPTIMIZERS
+from asgdjax.optim import COMPENSATIONS, OPTIMIZERS, SCHEDULES
 
 MODES = ("sync", "sim", "async")
 
@@ -17,6 +18,9 @@ def validate(config) -> None:
     choice("dataset", config.dataset, tuple(sorted(DATASETS)))
     choice("model", config.model, tuple(sorted(MODELS)))
     choice("optimizer", config.optimizer, OPTIMIZERS)
+    choice("lr_schedule", config.lr_schedule, SCHEDULES)
+    choice("momentum_compensation", config.momentum_compensation, COMPENSATIONS)
+    choice("sampler", config.sampler, SAMPLERS)
     for key in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_workers"):
         int_at_least(key, config[key], 1, "a positive integer")
     finite_positive("learning_rate", config.learning_rate)
@@ -28,6 +32,6 @@ def validate(config) -> None:
     if not (isinstance(config.weight_decay, (int, float)) and config.weight_decay >= 0):
         raise ConfigError(f"weight_decay={config.weight_decay!r} is not allowed; use a number >= 0")
     if config.mode in ("sim", "async"):
-        from asgdjax.sim.config import validate_async
+        from asgdjax.train.build import validate_async
 
         validate_async(config)

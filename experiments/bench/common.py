@@ -15,9 +15,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
+from asgdjax.core.protocol import ProtocolSpec  # noqa: E402
 from asgdjax.data import ArrayDataset, DatasetSpec, get_spec, is_prepared, load_dataset  # noqa: E402
+from asgdjax.delays import DelayModel  # noqa: E402
 from asgdjax.models import get_model  # noqa: E402
-from asgdjax.train.task import Task, device_data  # noqa: E402
+from asgdjax.sim import make_schedule  # noqa: E402
+from asgdjax.train.task import ClassificationTask, device_data  # noqa: E402
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 NPZ = {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}
@@ -26,7 +29,7 @@ IMAGENET_SPEC = DatasetSpec(
 )
 
 
-def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]:
+def bench_task(dataset: str, model: str) -> tuple[ClassificationTask, dict, ArrayDataset, str]:
     """(task, device data, dataset, where the data came from): prepared TFDS data, else ../shared/data, else
     synthetic arrays of the dataset's shape (timings do not depend on pixel values)."""
     spec = get_spec(dataset)
@@ -55,7 +58,7 @@ def bench_task(dataset: str, model: str) -> tuple[Task, dict, ArrayDataset, str]
         )
     else:
         ds = load_dataset(dataset)
-    task = Task(get_model(model, spec.num_classes, spec.image_shape), spec, augment=False)
+    task = ClassificationTask(get_model(model, spec.num_classes, spec.image_shape), spec, augment=False)
     return task, device_data(ds), ds, source
 
 
@@ -69,8 +72,8 @@ def alexnet_task(n: int):
         np.zeros((1, 224, 224, 3), np.uint8),
         np.zeros(1, np.int32),
     )
-    task = Task(get_model("alexnet", 1000, (224, 224, 3)), IMAGENET_SPEC, augment=False)
-    return task, device_data(ds), task.model.init(jax.random.key(0))
+    task = ClassificationTask(get_model("alexnet", 1000, (224, 224, 3)), IMAGENET_SPEC, augment=False)
+    return task, device_data(ds), task.init(jax.random.key(0))
 
 
 def plain_sgd_loop(task, optimizer, params, data, batches, key):
@@ -78,8 +81,8 @@ def plain_sgd_loop(task, optimizer, params, data, batches, key):
 
     Returns a function that trains from `params` over `batches` (a sequence of index arrays) and blocks.
     """
+    from asgdjax.core.task import batch_key
     from asgdjax.train.sync import make_sync_step
-    from asgdjax.train.task import batch_key
 
     step = make_sync_step(task, optimizer)
 
@@ -90,6 +93,20 @@ def plain_sgd_loop(task, optimizer, params, data, batches, key):
         jax.block_until_ready(p)
 
     return run
+
+
+def schedule(seed: int, k: int, steps: int, delays: DelayModel = DelayModel("exponential"), **protocol):
+    """(spec, trace): a K-worker schedule of `steps` gradients under `protocol` (ProtocolSpec keywords)."""
+    spec = ProtocolSpec(num_workers=k, **protocol)
+    return spec, make_schedule(jax.random.key(seed), spec, num_steps=steps, delays=delays)
+
+
+def coordinator(task, make_server, hp: dict, spec, devices: list, data, sampler, key, **kw):
+    """A Coordinator for `spec`'s workers on `devices` (host copies of the data go to each device group)."""
+    from asgdjax.runtime import Coordinator
+
+    host = jax.tree.map(np.asarray, data)
+    return Coordinator(task, make_server, hp, spec, devices=devices, data=host, sampler=sampler, data_key=key, **kw)
 
 
 def best_time(fn, repeats: int = 3) -> float:

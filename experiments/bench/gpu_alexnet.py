@@ -14,14 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import alexnet_task, best_time, emit, plain_sgd_loop
+from common import alexnet_task, best_time, coordinator, emit, plain_sgd_loop
 
-from asgdjax.data import WorkerStream
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.server import Server
 from asgdjax.rules import plain
-from asgdjax.runtime import Coordinator
-from asgdjax.server import Server
-from asgdjax.sim import make_streams
-from asgdjax.sim.protocol import Protocol
 from asgdjax.train.sync import make_sync_step
 
 flags.DEFINE_bool("quick", False, "Fewer steps.")
@@ -45,12 +43,12 @@ def main(argv):
     task, data, params = alexnet_task(n)
     opt = optax.sgd(0.01, momentum=0.9)
     step = make_sync_step(task, opt)
-    stream = WorkerStream(n, b, 0)
+    stream = ShardSampler(n, b, 0, 1)
     key = jax.random.key(1)
-    flops = step.lower(params, opt.init(params), data, stream.batch(0), key).compile().cost_analysis()
+    flops = step.lower(params, opt.init(params), data, stream.batch(0, 0), key).compile().cost_analysis()
     flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
 
-    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(s) for s in range(steps)], key)
+    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(0, s) for s in range(steps)], key)
 
     plain_loop()
     t_plain = best_time(plain_loop, 2)
@@ -64,22 +62,16 @@ def main(argv):
     host_data = jax.tree.map(np.asarray, data)
     dev = jax.devices()[0]
     for k in (1, 4):
-        co = Coordinator(
-            task,
-            lambda h: Server(plain(), optax.sgd(h["learning_rate"], momentum=0.9)),
-            {"learning_rate": 0.01},
-            [dev] * k,
-            host_data,
-            make_streams(n, b, 0, k),
-            key,
-        )
-        co.run(params, Protocol(k, k))
+        spec = ProtocolSpec(num_workers=k)
+        make = lambda h: Server(plain(), optax.sgd(h["learning_rate"], momentum=0.9))
+        co = coordinator(task, make, {"learning_rate": 0.01}, spec, [dev] * k, host_data, ShardSampler(n, b, 0, k), key)
+        co.run(params, spec.machine(k))
         t = time.perf_counter()
-        server, trace, stats = co.run(params, Protocol(k, steps))
+        server, trace, stats = co.run(params, spec.machine(steps))
         jax.block_until_ready(server.params)
         t = time.perf_counter() - t
         out[f"runtime_{k}_images_per_s"] = steps * b / t
-        out[f"runtime_{k}_staleness_mean"] = trace.stats()["staleness_mean"]
+        out[f"runtime_{k}_staleness_mean"] = trace.stats().staleness_mean
     out["matmul_tflops_f32_default"] = matmul_tflops(jnp.float32)
     out["matmul_tflops_bf16"] = matmul_tflops(jnp.bfloat16)
     out["plain_tflops"] = flops * steps / t_plain / 1e12

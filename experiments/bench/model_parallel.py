@@ -20,11 +20,11 @@ import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from common import alexnet_task, best_time, emit  # noqa: E402
 
-from asgdjax.data import WorkerStream  # noqa: E402
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.task import batch_key  # noqa: E402
 from asgdjax.parallel import Placement  # noqa: E402
 from asgdjax.parallel.placement import bytes_per_device  # noqa: E402
 from asgdjax.train.sync import make_sync_step  # noqa: E402
-from asgdjax.train.task import batch_key  # noqa: E402
 
 flags.DEFINE_bool("quick", False, "Fewer steps and repeats.")
 flags.DEFINE_integer("batch", 16, "Batch size of the step.")
@@ -53,8 +53,8 @@ def main(argv):
     b = FLAGS.batch
     task, data, params = alexnet_task(4 * b)
     opt = optax.sgd(0.01, momentum=0.9)
-    stream = WorkerStream(4 * b, b, 0)
-    batches = [stream.batch(s) for s in range(steps)]
+    stream = ShardSampler(4 * b, b, 0, 1)
+    batches = [stream.batch(0, s) for s in range(steps)]
     key = jax.random.key(1)
     full_bytes = 2 * sum(x.nbytes for x in jax.tree.leaves(params))  # parameters + momentum
     rows = []
@@ -62,7 +62,7 @@ def main(argv):
     for m in [int(x) for x in FLAGS.ways.split(",")]:
         if m > len(jax.devices()):
             continue
-        pl = Placement.for_model(task.model, jax.devices()[:m])
+        pl = Placement.for_task(task, jax.devices()[:m])
         p = pl.put(params)
         o = jax.jit(opt.init, out_shardings=pl.shardings(jax.eval_shape(opt.init, params)))(p)
         held = max(bytes_per_device((p, o)).values())

@@ -17,16 +17,16 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import bench_task, emit  # noqa: E402
+from common import bench_task, coordinator, emit  # noqa: E402
 
+from asgdjax.core.protocol import ProtocolSpec  # noqa: E402
+from asgdjax.core.sampling import ShardSampler  # noqa: E402
+from asgdjax.core.server import Server  # noqa: E402
 from asgdjax.parallel import group_devices  # noqa: E402
 from asgdjax.predict import calibrate  # noqa: E402
 from asgdjax.predict.targets import steady_rate  # noqa: E402
 from asgdjax.rules import staleness_scaled_lr  # noqa: E402
-from asgdjax.runtime import Coordinator  # noqa: E402
-from asgdjax.server import Server  # noqa: E402
-from asgdjax.sim import make_schedule, make_streams  # noqa: E402
-from asgdjax.sim.protocol import Protocol  # noqa: E402
+from asgdjax.sim import make_schedule  # noqa: E402
 
 flags.DEFINE_bool("quick", False, "Shorter runs.")
 flags.DEFINE_string("model", "small_cnn", "Model.")
@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 def steady(trace, k):
     """Gradients/s from gradient 2K on (compilation excluded) and mean staleness."""
-    return steady_rate(trace, k), trace.stats()["staleness_mean"]
+    return steady_rate(trace, k), trace.stats().staleness_mean
 
 
 def main(argv):
@@ -46,24 +46,18 @@ def main(argv):
     cal_steps, steps = (150, 400) if FLAGS.quick else (400, 1500)
     task, data, ds, source = bench_task(FLAGS.dataset, FLAGS.model)
     host = jax.tree.map(np.asarray, data)
-    params = task.model.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))
     make = lambda h: Server(staleness_scaled_lr(), optax.sgd(h["learning_rate"], momentum=0.5))
     rows = []
     for k in [int(x) for x in FLAGS.workers.split(",")]:
-        co = Coordinator(
-            task,
-            make,
-            {"learning_rate": 0.05},
-            group_devices(k),
-            host,
-            make_streams(ds.num_train, FLAGS.batch, 0, k),
-            jax.random.key(1),
-        )
-        co.run(params, Protocol(k, 4 * k))  # compile
-        _, _, stats = co.run(params, Protocol(k, cal_steps))  # the calibration run
+        spec = ProtocolSpec(num_workers=k)
+        smp = ShardSampler(ds.num_train, FLAGS.batch, 0, k)
+        co = coordinator(task, make, {"learning_rate": 0.05}, spec, group_devices(k), host, smp, jax.random.key(1))
+        co.run(params, spec.machine(4 * k))  # compile
+        _, _, stats = co.run(params, spec.machine(cal_steps))  # the calibration run
         cal = calibrate(stats, k)
-        _, real, _ = co.run(params, Protocol(k, steps))  # the measured run
-        predicted = make_schedule(jax.random.key(7), k, steps, cal.for_workers(k))
+        _, real, _ = co.run(params, spec.machine(steps))  # the measured run
+        predicted = make_schedule(jax.random.key(7), spec, num_steps=steps, delays=cal.for_workers(k))
         (m_rate, m_stale), (p_rate, p_stale) = steady(real, k), steady(predicted, k)
         rows.append(
             {

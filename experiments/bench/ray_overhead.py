@@ -21,14 +21,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import bench_task, emit  # noqa: E402
+from common import bench_task, coordinator, emit  # noqa: E402
 
+from asgdjax.core.protocol import ProtocolSpec  # noqa: E402
+from asgdjax.core.sampling import ShardSampler  # noqa: E402
+from asgdjax.core.server import Server  # noqa: E402
 from asgdjax.parallel import group_devices  # noqa: E402
 from asgdjax.rules import plain  # noqa: E402
-from asgdjax.runtime import Coordinator  # noqa: E402
-from asgdjax.server import Server  # noqa: E402
-from asgdjax.sim import make_streams  # noqa: E402
-from asgdjax.sim.protocol import Protocol  # noqa: E402
 
 flags.DEFINE_bool("quick", False, "Fewer updates.")
 flags.DEFINE_string("model", "mlp", "Model.")
@@ -39,10 +38,11 @@ FLAGS = flags.FLAGS
 
 
 def updates_per_s(co, params, k, steps, n):
-    co.run(params, Protocol(k, 4 * k, n_fetch=n, n_push=n))  # compile / warm the actors
+    spec = ProtocolSpec(num_workers=k, n_fetch=n, n_push=n)
+    co.run(params, spec.machine(4 * k))  # compile / warm the actors
     best = 0.0
     for _ in range(2):
-        _, trace, stats = co.run(params, Protocol(k, steps, n_fetch=n, n_push=n))
+        _, trace, stats = co.run(params, spec.machine(steps))
         best = max(best, trace.num_gradients / stats.wall_seconds)
     return best
 
@@ -55,24 +55,24 @@ def main(argv):
     k = FLAGS.workers
     task, data, ds, source = bench_task(FLAGS.dataset, FLAGS.model)
     host = jax.tree.map(np.asarray, data)
-    params = task.model.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))
     hp = {"learning_rate": 0.01, "local_learning_rate": 0.01}
     make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
-    streams = make_streams(ds.num_train, FLAGS.batch, 0, k)
+    streams = ShardSampler(ds.num_train, FLAGS.batch, 0, k)
     ray.init(num_cpus=max(os.cpu_count() or 1, k), include_dashboard=False, log_to_driver=False)
     rows = []
     for n in (1, 4):
-        local = Coordinator(task, make, hp, group_devices(k), host, streams, jax.random.key(1), 1, n > 1)
-        remote = Coordinator(
+        spec = ProtocolSpec(num_workers=k, n_fetch=n, n_push=n)
+        local = coordinator(task, make, hp, spec, group_devices(k), host, streams, jax.random.key(1))
+        remote = coordinator(
             task,
             make,
             hp,
+            spec,
             [None] * k,
             host,
             streams,
             jax.random.key(1),
-            1,
-            n > 1,
             backend="ray",
             backend_options={"num_cpus": 1.0},
         )

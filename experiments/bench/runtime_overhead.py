@@ -9,16 +9,14 @@ ratio = runtime updates/s / plain-loop updates/s (the coordinator must keep the 
 from __future__ import annotations
 
 import jax
-import numpy as np
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit, plain_sgd_loop
+from common import bench_task, best_time, coordinator, emit, plain_sgd_loop
 
-from asgdjax.data import WorkerStream
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.server import Server
 from asgdjax.rules import plain
-from asgdjax.runtime import Coordinator
-from asgdjax.server import Server
-from asgdjax.sim.protocol import Protocol
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("model", "cifar_18pct", "Model.")
@@ -32,25 +30,19 @@ def main(argv):
     del argv
     steps = 12 if FLAGS.quick else 60
     task, data, ds, source = bench_task(FLAGS.dataset, FLAGS.model)
-    params = task.model.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))
     opt = optax.sgd(LR)
-    stream = WorkerStream(ds.num_train, FLAGS.batch, 0)
+    stream = ShardSampler(ds.num_train, FLAGS.batch, 0, 1)
     key = jax.random.key(1)
-    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(s) for s in range(steps)], key)
+    plain_loop = plain_sgd_loop(task, opt, params, data, [stream.batch(0, s) for s in range(steps)], key)
 
     dev = jax.devices()[0]
-    co = Coordinator(
-        task,
-        lambda h: Server(plain(), optax.sgd(h["learning_rate"])),
-        {"learning_rate": LR},
-        [dev],
-        jax.tree.map(np.asarray, data),
-        [stream],
-        key,
-    )
+    spec = ProtocolSpec(num_workers=1)
+    make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
+    co = coordinator(task, make, {"learning_rate": LR}, spec, [dev], data, stream, key)
 
     def runtime():
-        server, _, _ = co.run(params, Protocol(1, steps))
+        server, _, _ = co.run(params, spec.machine(steps))
         jax.block_until_ready(server.params)
 
     plain_loop(), runtime()

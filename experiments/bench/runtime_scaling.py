@@ -16,14 +16,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import bench_task, emit  # noqa: E402
+from common import bench_task, coordinator, emit  # noqa: E402
 
+from asgdjax.core.protocol import ProtocolSpec  # noqa: E402
+from asgdjax.core.sampling import ShardSampler  # noqa: E402
+from asgdjax.core.server import Server  # noqa: E402
 from asgdjax.parallel import group_devices
 from asgdjax.rules import plain  # noqa: E402
-from asgdjax.runtime import Coordinator  # noqa: E402
-from asgdjax.server import Server  # noqa: E402
-from asgdjax.sim import make_streams  # noqa: E402
-from asgdjax.sim.protocol import Protocol  # noqa: E402
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("model", "small_cnn", "Model.")
@@ -38,26 +37,21 @@ def main(argv):
     steps = 48 if FLAGS.quick else 200
     task, data, ds, source = bench_task(FLAGS.dataset, FLAGS.model)
     host_data = jax.tree.map(np.asarray, data)
-    params = task.model.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))
     rows = []
     for k in [int(x) for x in FLAGS.workers.split(",")]:
-        co = Coordinator(
-            task,
-            lambda h: Server(plain(), optax.sgd(h["learning_rate"])),
-            {"learning_rate": 0.01},
-            group_devices(k),
-            host_data,
-            make_streams(ds.num_train, FLAGS.batch, 0, k),
-            jax.random.key(1),
-        )
-        co.run(params, Protocol(k, 2 * k))  # compile on every device
-        server, trace, stats = co.run(params, Protocol(k, steps))
+        spec = ProtocolSpec(num_workers=k)
+        make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
+        smp = ShardSampler(ds.num_train, FLAGS.batch, 0, k)
+        co = coordinator(task, make, {"learning_rate": 0.01}, spec, group_devices(k), host_data, smp, jax.random.key(1))
+        co.run(params, spec.machine(2 * k))  # compile on every device
+        server, trace, stats = co.run(params, spec.machine(steps))
         ups = steps / stats.wall_seconds
         rows.append(
             {
                 "workers": k,
                 "updates_per_s": ups,
-                "staleness_mean": trace.stats()["staleness_mean"],
+                "staleness_mean": trace.stats().staleness_mean,
                 "busy_fraction_mean": float((stats.busy_seconds / stats.wall_seconds).mean()),
             }
         )

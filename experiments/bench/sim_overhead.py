@@ -14,20 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit, plain_sgd_loop
+from common import bench_task, best_time, emit, plain_sgd_loop, schedule
 
-from asgdjax.data import WorkerStream
-from asgdjax.delays import DelayModel
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.server import Server
+from asgdjax.core.task import batch_key
 from asgdjax.rules import plain
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams
-from asgdjax.train.task import batch_key
+from asgdjax.sim import Simulator
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("models", "small_cnn:mnist,cifar_18pct:cifar10", "model:dataset pairs.")
 flags.DEFINE_integer("workers", 8, "Simulated workers K.")
 flags.DEFINE_integer("batch", 32, "Batch size per gradient.")
-flags.DEFINE_string("strategies", "sequential,waves", "Simulator strategies to measure.")
+flags.DEFINE_string("strategies", "auto,sequential,waves", "Simulator strategies to measure.")
 FLAGS = flags.FLAGS
 CHUNK = 10
 
@@ -36,9 +35,9 @@ def measure(model: str, dataset: str, steps: int) -> dict:
     task, data, ds, source = bench_task(dataset, model)
     lr = 0.01
     opt = optax.sgd(lr)
-    params = task.model.init(jax.random.key(0))
-    stream = WorkerStream(ds.num_train, FLAGS.batch, 0)
-    idx = np.stack([stream.batch(s) for s in range(steps)])
+    params = task.init(jax.random.key(0))
+    stream = ShardSampler(ds.num_train, FLAGS.batch, 0, 1)
+    idx = np.stack([stream.batch(0, s) for s in range(steps)])
     key = jax.random.key(1)
 
     # Baseline (a): Python loop of a jitted step.
@@ -73,8 +72,8 @@ def measure(model: str, dataset: str, steps: int) -> dict:
 
     # Simulator.
     K = FLAGS.workers
-    trace = make_schedule(jax.random.key(2), K, steps, DelayModel("exponential"))
-    streams = make_streams(ds.num_train, FLAGS.batch, 0, K)
+    spec, trace = schedule(2, K, steps)
+    streams = ShardSampler(ds.num_train, FLAGS.batch, 0, K)
     out = {
         "model": model,
         "dataset": dataset,
@@ -82,14 +81,14 @@ def measure(model: str, dataset: str, steps: int) -> dict:
         "batch": FLAGS.batch,
         "steps": steps,
         "workers": K,
-        "staleness_mean": trace.stats()["staleness_mean"],
+        "staleness_mean": trace.stats().staleness_mean,
         "plain_loop_updates_per_s": steps / t_loop,
         "scan_chunk_updates_per_s": steps / t_scan,
         "baseline": "loop" if t_loop <= t_scan else "scan_chunk",
     }
     best_ratio = 0.0
     for mode in FLAGS.strategies.split(","):
-        sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), K, strategy=mode)
+        sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), spec, strategy=mode)
 
         def run_sim(sim=sim, hp={"learning_rate": lr}):  # noqa: B006 (read-only default)
             st = sim.init(params, hp)
@@ -104,7 +103,7 @@ def measure(model: str, dataset: str, steps: int) -> dict:
         print(f"{model:12s} sim[{mode}] {steps / t_sim:8.1f} upd/s  ratio {base / t_sim:.2f}")
     # Memory: per-worker copies (K) against a ring of the last D = max staleness + 1 versions.
     depth = int(trace.staleness.max()) + 1
-    ring = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), K, ring_depth=depth)
+    ring = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), spec, ring_depth=depth)
 
     def run_ring(hp={"learning_rate": lr}):  # noqa: B006 (read-only default)
         st = ring.init(params, hp)

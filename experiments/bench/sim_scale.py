@@ -18,13 +18,12 @@ import time
 import jax
 import optax
 from absl import app, flags
-from common import bench_task, emit
+from common import bench_task, emit, schedule
 
-from asgdjax.data import WorkerStream
-from asgdjax.delays import DelayModel
+from asgdjax.core.sampling import ReplacementSampler
+from asgdjax.core.server import Server
 from asgdjax.rules import plain
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule
+from asgdjax.sim import Simulator
 
 flags.DEFINE_bool("quick", False, "Fewer gradients.")
 flags.DEFINE_string("models", "small_cnn:mnist,cifar_18pct:cifar10", "model:dataset pairs.")
@@ -44,21 +43,21 @@ def main(argv):
     for pair in FLAGS.models.split(","):
         model, dataset = pair.split(":")
         task, data, ds, source = bench_task(dataset, model)
-        params = task.model.init(jax.random.key(0))
+        params = task.init(jax.random.key(0))
         make = lambda h: Server(plain(), optax.sgd(h["learning_rate"]))
         hp = {"learning_rate": 0.01}
         base = None
         for k in [int(x) for x in FLAGS.workers.split(",")]:
             t = time.perf_counter()
             n = max(steps, 2 * k)
-            trace = make_schedule(jax.random.key(0), k, n, DelayModel("exponential"))
+            spec, trace = schedule(0, k, n)
             t_schedule = time.perf_counter() - t
-            # Data shards: one per worker while the dataset allows batch-sized shards, then shared.
-            shards = min(k, ds.num_train // FLAGS.batch)
-            streams = [WorkerStream(ds.num_train, FLAGS.batch, 0, w % shards, shards) for w in range(k)]
-            sim = Simulator(task, make, k)
+            # With replacement: any number of workers shares the data set.
+            streams = ReplacementSampler(ds.num_train, FLAGS.batch, 0)
+            sim = Simulator(task, make, spec)
             state = sim.init(params, hp)
             state_bytes = tree_bytes(state)
+            sim.plan(params, data, FLAGS.batch)
             warm = sim.boundaries(trace)[2]  # compile on the first two chunks
             cut = trace.slice(int(warm))
             state = sim.run(state, cut, data, hp, streams, jax.random.key(1))
@@ -71,7 +70,7 @@ def main(argv):
             ups = grads / elapsed
             base = base or ups
             s = trace.stats()
-            ring_bytes = (s["staleness_max"] + 1) * tree_bytes(params)
+            ring_bytes = (s.staleness_max + 1) * tree_bytes(params)
             row = {
                 "model": model,
                 "workers": k,
@@ -81,8 +80,8 @@ def main(argv):
                 "updates_per_s": ups,
                 "vs_k8": ups / base,
                 "schedule_seconds": t_schedule,
-                "staleness_mean": s["staleness_mean"],
-                "staleness_max": s["staleness_max"],
+                "staleness_mean": s.staleness_mean,
+                "staleness_max": s.staleness_max,
             }
             rows.append(row)
             print(

@@ -12,12 +12,14 @@ from __future__ import annotations
 import jax
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit
+from common import bench_task, best_time, emit, schedule
 
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.server import Server
 from asgdjax.delays import DelayModel
 from asgdjax.rules import plain
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams
+from asgdjax.sim import Simulator
 from asgdjax.sim.sweep import sweep
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute per model).")
@@ -31,12 +33,14 @@ K = 4
 
 def measure(model: str, steps: int) -> dict:
     task, data, ds, source = bench_task("mnist", model)
-    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), K, group_size=K)
+    sim = Simulator(
+        task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), ProtocolSpec(num_workers=K, max_staleness=0)
+    )
     cfgs = [(s, seed) for s in BOUNDS for seed in range(SEEDS)]
-    traces = [make_schedule(jax.random.key(seed), K, steps, DelayModel(), max_staleness=s) for s, seed in cfgs]
-    params = [task.model.init(jax.random.key(seed)) for _, seed in cfgs]
+    traces = [schedule(seed, K, steps, DelayModel(), max_staleness=s)[1] for s, seed in cfgs]
+    params = [task.init(jax.random.key(seed)) for _, seed in cfgs]
     hps = [{"learning_rate": 0.05} for _ in cfgs]
-    streams = [make_streams(ds.num_train, FLAGS.batch, seed, K) for _, seed in cfgs]
+    streams = [ShardSampler(ds.num_train, FLAGS.batch, seed, K) for _, seed in cfgs]
     keys = [jax.random.key(100 + seed) for _, seed in cfgs]
 
     def vmapped():

@@ -18,18 +18,18 @@ import jax
 import numpy as np
 import optax
 from absl import app, flags
-from common import bench_task, best_time, emit
+from common import bench_task, best_time, emit, schedule
 
-from asgdjax.delays import DelayModel
+from asgdjax.core.sampling import ShardSampler
+from asgdjax.core.server import Server
 from asgdjax.rules import plain
-from asgdjax.server import Server
-from asgdjax.sim import Simulator, make_schedule, make_streams
+from asgdjax.sim import Simulator
 
 flags.DEFINE_bool("quick", False, "Short runs (under a minute).")
 flags.DEFINE_string("models", "small_cnn,mlp", "Models (on MNIST): small_cnn, mlp.")
 flags.DEFINE_integer("workers", 8, "Simulated workers K.")
 flags.DEFINE_integer("batch", 32, "Batch size per gradient.")
-flags.DEFINE_integer("chunk", 0, "Simulator events per compiled call (0 = its default, 10).")
+flags.DEFINE_integer("chunk", 0, "Simulator events per compiled call (0 = its automatic choice).")
 FLAGS = flags.FLAGS
 LR = 0.01
 
@@ -67,7 +67,7 @@ def torch_simulation(name, trace, streams, images, labels) -> float:
     t = time.perf_counter()
     for e in range(len(trace)):
         w, s = int(trace.worker[e]), int(trace.step[e])
-        idx = torch.from_numpy(streams[w].batch(s).astype(np.int64))
+        idx = torch.from_numpy(streams.batch(w, s).astype(np.int64))
         model = workers[w]
         loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
         grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -84,10 +84,10 @@ def measure(name: str, steps: int) -> dict:
     import torch
 
     task, data, ds, source = bench_task("mnist", name)
-    trace = make_schedule(jax.random.key(2), FLAGS.workers, steps, DelayModel("exponential"))
-    streams = make_streams(ds.num_train, FLAGS.batch, 0, FLAGS.workers)
-    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), FLAGS.workers, chunk=FLAGS.chunk)
-    params = task.model.init(jax.random.key(0))
+    spec, trace = schedule(2, FLAGS.workers, steps)
+    streams = ShardSampler(ds.num_train, FLAGS.batch, 0, FLAGS.workers)
+    sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), spec, chunk=FLAGS.chunk)
+    params = task.init(jax.random.key(0))
     hp = {"learning_rate": LR}
 
     def run_jax():

@@ -1,36 +1,30 @@
-"""Config -> simulator pieces (delay model, schedule, server factory), and validation of the async keys."""
+"""Config -> run pieces (protocol spec, schedule, server factory, sampler, keys), and checks of the
+asynchrony keys. The one place a config is read into the core's types."""
 
 from __future__ import annotations
 
-import jax
+from collections.abc import Callable
+from typing import Any
 
 from asgdjax.config_checks import choice, int_at_least
+from asgdjax.core.keys import RunKeys, run_keys
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import SAMPLERS, make_sampler
+from asgdjax.core.server import Server
+from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.optim import make_optimizer
 from asgdjax.rules import RULES, make_rule
-from asgdjax.server import Server
-from asgdjax.sim.protocol import Protocol
-from asgdjax.sim.schedule import PROTOCOLS, make_schedule
-from asgdjax.sim.trace import Trace
+from asgdjax.sim import STRATEGIES, make_schedule
 
 
-def validate_async(config) -> None:
+def validate_async(config: Any) -> None:
     """Check the asynchrony keys (mode=sim/async); raises ConfigError naming the first bad value."""
-    choice("protocol", config.protocol, PROTOCOLS)
+    spec = ProtocolSpec.from_config(config)  # checks protocol, n_fetch, n_push, softsync_n, bound, warm start
     choice("rule", config.rule, RULES)
-    for key in ("n_fetch", "n_push", "softsync_n"):
-        int_at_least(key, config[key], 1, "a positive integer")
-    int_at_least("max_staleness", config.max_staleness, -1, "-1 (unbounded) or >= 0")
-    int_at_least("warm_start_steps", config.warm_start_steps, 0, "an integer >= 0")
-    choice("sim_strategy", config.sim_strategy, ("auto", "sequential", "waves"))
+    choice("sim_strategy", config.sim_strategy, STRATEGIES)
     int_at_least("sim_chunk", config.sim_chunk, 0, "0 (automatic) or a positive integer")
-    if config.protocol == "softsync" and config.softsync_n > config.num_workers:
-        raise ConfigError(
-            f"softsync_n={config.softsync_n} is not allowed with num_workers={config.num_workers}; use 1..num_workers"
-        )
-    if config.protocol == "softsync" and config.max_staleness >= 0:
-        raise ConfigError("max_staleness is not allowed with protocol='softsync'; use -1 or protocol='async'")
     faults = parse_faults(config.fail_at)
     bad = [w for w, _ in faults if not 0 <= w < config.num_workers]
     if bad:
@@ -44,7 +38,7 @@ def validate_async(config) -> None:
     int_at_least("staleness_cap", config.staleness_cap, -1, "-1 (no cap) or >= 0")
     choice("sim_memory", config.sim_memory, ("auto", "workers", "ring"))
     delays = DelayModel.from_config(config.delay)
-    if memory(config) == "ring" and (config.n_fetch > 1 or config.n_push > 1 or group_size(config) > 1):
+    if memory(config) == "ring" and (spec.local_updates or spec.group_size > 1):
         raise ConfigError(
             "the version ring (sim_memory='ring', or delay.kind='uniform_staleness') replays plain A-SGD only; "
             "use n_fetch=1, n_push=1, protocol='async', max_staleness=-1"
@@ -53,7 +47,7 @@ def validate_async(config) -> None:
         raise ConfigError("delay.kind='uniform_staleness' needs sim_memory='ring' (or 'auto')")
 
 
-def validate_ray(config) -> None:
+def validate_ray(config: Any) -> None:
     """backend=ray: real workers only, one device per actor, Ray installed, sane resources."""
     if config.mode != "async":
         raise ConfigError(f"backend='ray' is not allowed with mode={config.mode!r}; use mode='async'")
@@ -71,7 +65,7 @@ def validate_ray(config) -> None:
 def parse_faults(spec: str) -> dict[tuple[int, int], str]:
     """--config.fail_at="1:3,2:5:hang" -> {(1, 3): "raise", (2, 5): "hang"}."""
     faults = {}
-    for item in filter(None, (x.strip() for x in spec.split(","))):
+    for item in filter(None, (x.strip() for x in str(spec).split(","))):
         parts = item.split(":")
         try:
             kind = parts[2] if len(parts) == 3 else "raise"
@@ -83,80 +77,69 @@ def parse_faults(spec: str) -> dict[tuple[int, int], str]:
     return faults
 
 
-def memory(config) -> str:
+def memory(config: Any) -> str:
     """workers (one copy per worker) unless the ring is asked for or the delay model needs it."""
     if config.sim_memory != "auto":
         return config.sim_memory
     return "ring" if config.delay.kind == "uniform_staleness" else "workers"
 
 
-def schedule_from_config(config) -> Trace:
+def keys(config: Any) -> RunKeys:
+    """Every stream of the run (init, data, schedule, sampler) from the one root key of config.seed."""
+    return run_keys(config.seed)
+
+
+def sampler_from_config(config: Any, num_examples: int):
+    """The run's sampler (`config.sampler`: shards or replacement), seeded from the root key."""
+    choice("sampler", config.sampler, SAMPLERS)
+    workers = config.num_workers if config.mode != "sync" else 1
+    return make_sampler(
+        config.sampler,
+        num_examples=num_examples,
+        batch_size=config.batch_size,
+        seed=keys(config).sampler_seed,
+        num_workers=workers,
+    )
+
+
+def schedule_from_config(config: Any) -> Trace:
     """The run's schedule, a pure function of the config (same config, same trace)."""
     return make_schedule(
-        jax.random.key(config.seed + 2),
-        config.num_workers,
-        config.steps,
-        DelayModel.from_config(config.delay),
-        protocol=config.protocol,
-        softsync_n=config.softsync_n,
-        max_staleness=config.max_staleness,
-        n_fetch=config.n_fetch,
-        n_push=config.n_push,
-        warm_start_steps=config.warm_start_steps,
+        keys(config).schedule,
+        ProtocolSpec.from_config(config),
+        num_steps=config.steps,
+        delays=DelayModel.from_config(config.delay),
         failures=list(parse_faults(config.fail_at)),
     )
 
 
-def protocol_from_config(config) -> Protocol:
-    """The server protocol state machine of this config (what the runtime's coordinator drives)."""
-    return Protocol(
-        config.num_workers,
-        config.steps,
-        group=group_size(config) if config.protocol == "softsync" else 1,
-        max_staleness=0 if config.protocol == "sync" else config.max_staleness,
-        n_fetch=config.n_fetch,
-        n_push=config.n_push,
-        warm_start_steps=config.warm_start_steps,
+def optimizer_from_config(config: Any, learning_rate: Any, total_updates: int, num_workers: int = 1):
+    """The server-side optimizer of this config (learning rate given: a sweep passes a traced one)."""
+    prior = ProtocolSpec.from_config(config).expected_staleness if num_workers > 1 else None
+    return make_optimizer(
+        config.optimizer,
+        learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        schedule=config.lr_schedule,
+        total_updates=total_updates,
+        compensation=config.momentum_compensation,
+        num_workers=num_workers,
+        prior_staleness=prior,
     )
 
 
-def expected_updates(config) -> int:
-    """Server updates this protocol makes for config.steps gradients when no worker waits on the SSP bound."""
-    pushes = max(1, config.steps // config.n_push)
-    if config.protocol == "sync":
-        return max(1, -(-pushes // config.num_workers))
-    if config.protocol == "softsync":
-        return max(1, -(-pushes // group_size(config)))
-    return pushes
-
-
-def group_size(config) -> int:
-    """Most gradients one server update can take under this protocol."""
-    if config.protocol == "softsync":
-        return max(1, config.num_workers // config.softsync_n)
-    if config.protocol == "sync" or config.max_staleness >= 0:
-        return config.num_workers
-    return 1
-
-
-def server_factory(config, total_updates: int):
+def server_factory(config: Any, total_updates: int) -> Callable[[dict], Server]:
     """hparams -> Server: the rule and optimizer of this config, learning rate taken from hparams."""
 
     def make(hparams: dict) -> Server:
         rule = make_rule(config.rule, config.num_workers, config.rule_lambda)
-        opt = make_optimizer(
-            config.optimizer,
-            hparams["learning_rate"],
-            config.momentum,
-            config.weight_decay,
-            config.lr_schedule,
-            total_updates,
-        )
+        opt = optimizer_from_config(config, hparams["learning_rate"], total_updates, config.num_workers)
         return Server(rule, opt, num_workers=config.num_workers, staleness_cap=config.staleness_cap)
 
     return make
 
 
-def hparams_from_config(config) -> dict:
+def hparams_from_config(config: Any) -> dict[str, float]:
     llr = config.local_learning_rate if config.local_learning_rate >= 0 else config.learning_rate
     return {"learning_rate": float(config.learning_rate), "local_learning_rate": float(llr)}

@@ -1,0 +1,126 @@
+"""`asgdjax.run_async`: the same call as `asgdjax.simulate`, trained by real asynchronous workers.
+
+Workers run on local devices (round-robin over `jax.devices()`, several per device allowed) or as Ray
+actors (`backend="ray"`); the coordinator applies their gradients with the same server update the
+simulator uses and records the order it saw, so `asgdjax.simulate(..., trace=result.trace)` replays the
+run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from asgdjax.api.problem import ProtocolArgs, build_problem, verdict
+from asgdjax.api.result import Result, as_metrics, history_from_losses, rejections
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import Sampler
+from asgdjax.errors import ConfigError
+from asgdjax.parallel import group_devices
+from asgdjax.runtime import Coordinator, RunOptions
+
+
+def run_async(
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    data: Any,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    num_workers: int | None = None,
+    batch_size: int = 32,
+    protocol: str | ProtocolSpec | None = None,
+    local_learning_rate: float | None = None,
+    rule: str | optax.GradientTransformationExtraArgs = "none",
+    sampler: str | Sampler = "shards",
+    staleness_cap: int = -1,
+    key: int | jax.Array = 0,
+    eval_fn: Callable[[Any], dict | float] | None = None,
+    eval_every: int = 0,
+    log_every: int = 0,
+    max_loss: float = math.inf,
+    devices: list | None = None,
+    backend: str = "local",
+    worker_timeout: float = 0.0,
+    max_worker_failures: int = 3,
+) -> Result:
+    """Train with real asynchronous workers; arguments as `asgdjax.simulate` (no delay model: the
+    hardware is the clock), plus where the workers run: `devices` (one entry per worker; default
+    round-robin over jax.devices()) or `backend="ray"` (Ray actors; call `ray.init()` first), and how
+    failing workers are treated (`worker_timeout` seconds, `max_worker_failures` restarts)."""
+    t0 = time.perf_counter()
+    args = ProtocolArgs(num_workers, protocol)
+    p = build_problem(
+        loss_fn,
+        params,
+        data,
+        optimizer=optimizer,
+        steps=steps,
+        batch_size=batch_size,
+        protocol=args,
+        trace=None,
+        rule=rule,
+        local_learning_rate=local_learning_rate,
+        sampler=sampler,
+        staleness_cap=staleness_cap,
+        key=key,
+        log_every=log_every,
+        eval_every=eval_every,
+        max_loss=max_loss,
+    )
+    k = p.spec.num_workers
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; allowed: local, ray")
+    entries = devices if devices is not None else group_devices(k)
+    coordinator = Coordinator(
+        p.task,
+        p.make_server,
+        p.hparams,
+        p.spec,
+        devices=entries,
+        data=jax.tree.map(np.asarray, p.data),
+        sampler=p.sampler,
+        data_key=p.keys.data,
+        backend=backend,
+    )
+    losses: list = []
+    evals: list = []
+    progress = {"grads": 0}
+
+    def on_apply(done: int, server, new_losses: list) -> None:
+        losses.extend(new_losses)
+        new_losses.clear()
+        prev, progress["grads"] = progress["grads"], done
+        if eval_fn is not None and p.eval_every and done // p.eval_every > prev // p.eval_every:
+            evals.append((done, as_metrics(eval_fn(server.params))))
+
+    options = RunOptions(worker_timeout=worker_timeout, max_failures=max_worker_failures)
+    try:
+        server, trace, _ = coordinator.run(
+            p.task.init(p.keys.init), p.spec.machine(p.steps), options=options, on_apply=on_apply
+        )
+    finally:
+        coordinator.shutdown()
+    if eval_fn is not None and (not evals or evals[-1][0] != trace.num_gradients):
+        evals.append((trace.num_gradients, as_metrics(eval_fn(server.params))))
+    history = history_from_losses(np.asarray([float(x) for x in losses]), p.log_every, evals)
+    rejected = rejections(server.rejected)
+    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
+    return Result(
+        params=server.params,
+        history=history,
+        trace=trace,
+        stats=trace.stats(),
+        rejected=rejected,
+        updates=int(server.version),
+        status=status,
+        reason=reason,
+        wall_seconds=time.perf_counter() - t0,
+        source="runtime",
+    )

@@ -1,0 +1,137 @@
+"""`asgdjax.simulate`: what asynchrony does to *your* training, as one compiled, deterministic simulation.
+
+    import jax.numpy as jnp, optax, asgdjax
+    result = asgdjax.simulate(lambda w, b: jnp.mean((b[0] @ w - b[1]) ** 2), jnp.zeros(d), (X, y),
+                              optimizer=optax.sgd(0.01), num_workers=40, steps=32_000)
+    result.history.train_loss, result.stats.staleness_mean, result.trace
+
+The same call with `asgdjax.run_async` trains with real asynchronous workers; its `result.trace` passed
+back here as `trace=` replays that run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from asgdjax.api.problem import ProtocolArgs, build_problem, verdict
+from asgdjax.api.result import Result, as_metrics, history_from_losses, rejections
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import Sampler
+from asgdjax.core.trace import Trace
+from asgdjax.delays import DelayModel
+from asgdjax.sim import Simulator, make_schedule
+
+
+def simulate(
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    data: Any,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int | None = None,
+    num_workers: int | None = None,
+    batch_size: int = 32,
+    protocol: str | ProtocolSpec | None = None,
+    local_learning_rate: float | None = None,
+    rule: str | optax.GradientTransformationExtraArgs = "none",
+    delays: DelayModel = DelayModel(),
+    sampler: str | Sampler = "shards",
+    staleness_cap: int = -1,
+    key: int | jax.Array = 0,
+    trace: Trace | None = None,
+    eval_fn: Callable[[Any], dict | float] | None = None,
+    eval_every: int = 0,
+    log_every: int = 0,
+    max_loss: float = math.inf,
+    strategy: str = "auto",
+) -> Result:
+    """Simulate `num_workers` asynchronous workers training `loss_fn(params, batch[, key])` on `data`.
+
+    Every worker computes gradients on its own copy of the parameters; the server applies them with
+    `rule` (a name from asgdjax.rules.RULES or any optax GradientTransformationExtraArgs) then `optimizer`
+    (any optax optimizer) as they arrive under `protocol`: "async" (plain A-SGD), "softsync", "sync", or
+    an `asgdjax.ProtocolSpec` for the rest (SSP bound `max_staleness`, n-softsync `softsync_n`, Downpour
+    `n_fetch` / `n_push` > 1, whose clients step their own copy at `local_learning_rate`, a warm start). Arrival order comes from `delays` (step-time model per worker,
+    virtual seconds) or a given `trace` (e.g. `run_async(...).trace`: an exact replay). `sampler`:
+    "shards" (without replacement, each worker its 1/K of every epoch) or "replacement". Every random
+    stream derives from `key`. `eval_fn(params)` runs every `eval_every` gradients (and at the end).
+    Returns a `Result`; a run whose loss is NaN/Inf or above `max_loss`, or whose gradients were mostly
+    rejected, has status "diverged" (nothing raises).
+    """
+    t0 = time.perf_counter()
+    args = ProtocolArgs(num_workers, protocol)
+    p = build_problem(
+        loss_fn,
+        params,
+        data,
+        optimizer=optimizer,
+        steps=steps,
+        batch_size=batch_size,
+        protocol=args,
+        trace=trace,
+        rule=rule,
+        local_learning_rate=local_learning_rate,
+        sampler=sampler,
+        staleness_cap=staleness_cap,
+        key=key,
+        log_every=log_every,
+        eval_every=eval_every,
+        max_loss=max_loss,
+    )
+    if trace is None:
+        trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
+    sim = Simulator(p.task, p.make_server, p.spec, strategy=strategy)
+    sim.check_replayable(trace)
+    state = sim.init(p.task.init(p.keys.init), p.hparams)
+    grads_done = np.cumsum(trace.step >= 0)
+    chunks: list = []
+    evals: list = []
+    cuts = _eval_events(grads_done, p.eval_every) if eval_fn is not None else np.zeros(0, np.int64)
+    wanted = set(cuts.tolist()) | {len(trace)}
+
+    def on_chunk(event: int, st, losses) -> None:
+        chunks.append((event, losses))
+        if eval_fn is not None and event in wanted:
+            evals.append((int(grads_done[event - 1]), as_metrics(eval_fn(st.server.params))))
+
+    state = sim.run(state, trace, p.data, p.hparams, p.sampler, p.keys.data, cuts=cuts, callback=on_chunk)
+    history = history_from_losses(gradient_losses(trace, chunks), p.log_every, evals)
+    rejected = rejections(state.server.rejected)
+    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
+    return Result(
+        params=state.server.params,
+        history=history,
+        trace=trace,
+        stats=trace.stats(),
+        rejected=rejected,
+        updates=int(state.server.version),
+        status=status,
+        reason=reason,
+        wall_seconds=time.perf_counter() - t0,
+        source="simulator",
+    )
+
+
+def _eval_events(grads_done: np.ndarray, every: int) -> np.ndarray:
+    if not every:
+        return np.zeros(0, np.int64)
+    prev = np.concatenate([[0], grads_done[:-1]])
+    return np.flatnonzero(grads_done // every > prev // every) + 1
+
+
+def gradient_losses(trace: Trace, chunks: list[tuple[int, Any]]) -> np.ndarray:
+    """Per-gradient training losses in trace order from the per-call (end event, slot losses) records; a
+    diverged gradient's NaN is kept, padding and fetch-only slots are dropped."""
+    out, start = [], 0
+    for end, losses in chunks:
+        slots = np.asarray(losses)[: end - start]
+        out.append(slots[trace.step[start:end] >= 0])
+        start = end
+    return np.concatenate(out) if out else np.zeros(0)
