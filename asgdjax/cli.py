@@ -14,9 +14,15 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import asgdjax.configs
+from asgdjax.configs.describe import text as config_keys_text
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(asgdjax.configs.__file__), "default.py")
 PROGRAM = ["asgdjax"]
+CONFIG_FILE_HELP = "an ml_collections config file (default asgdjax/configs/default.py, the embedded digits job)"
+CONFIG_HELP = (
+    f"{CONFIG_FILE_HELP}; every key below (the defaults of asgdjax/configs/base.py, which config files "
+    "override) is set with --config.KEY=VALUE:" + config_keys_text()
+)
 
 
 def config_path() -> str:
@@ -47,10 +53,13 @@ def quiet_libraries() -> None:
         handler.addFilter(_QuietLibraries())
 
 
-def run_app(main_fn, program: str, *, with_config: bool = True) -> None:
+def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -> None:
     """Define --config (overrides checked before anything runs, one-line errors) and run `main_fn`."""
     PROGRAM[0] = program
     quiet_libraries()
+    if any(a in ("--help", "-h", "--helpshort", "-?") for a in sys.argv[1:]):
+        print_help(program, doc, with_config)
+        sys.exit(0)
     if not with_config:
         app.run(main_fn, flags_parser=_parse_flags)
         return
@@ -58,7 +67,7 @@ def run_app(main_fn, program: str, *, with_config: bool = True) -> None:
     if path is not None:
         check_config_file(path)
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
-        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "ml_collections config file.", lock_config=True)
+        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, CONFIG_HELP, lock_config=True)
     except (AttributeError, KeyError) as e:
         name = re.search(r"'([\w.]+)", str(e))
         hint = re.search(r'Did you mean "([\w.]+)"', str(e).replace("\\", ""))
@@ -70,6 +79,20 @@ def run_app(main_fn, program: str, *, with_config: bool = True) -> None:
     except (ValueError, TypeError) as e:
         fail(f"bad config override: {e}")
     app.run(main_fn, flags_parser=_parse_flags)
+
+
+def print_help(program: str, doc: str, with_config: bool) -> None:
+    """The program's own usage, its flags, and (with --config) every config key, default and meaning."""
+    print(doc.strip() or program)
+    print("\nflags:")
+    for name, flag in sorted(flags.FLAGS._flags().items()):
+        module = flags.FLAGS.find_module_defining_flag(name) or ""
+        if name == flag.name and module.startswith("asgdjax") and name != "config":
+            print(f"  --{name}={flag.default!r}: {flag.help}")
+    if with_config:
+        print(f"  --config=PATH: {CONFIG_FILE_HELP}; then --config.KEY=VALUE sets any key below (base defaults):")
+        print(config_keys_text())
+    print("\n(--helpfull lists absl's own flags too)")
 
 
 def _parse_flags(argv):

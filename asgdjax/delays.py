@@ -16,6 +16,14 @@ import numpy as np
 from asgdjax.errors import ConfigError
 
 KINDS = ("constant", "uniform", "exponential", "lognormal", "uniform_staleness")
+COMM_KEYS = (
+    "payload_bytes",
+    "worker_bandwidth",
+    "worker_latency",
+    "server_bandwidth",
+    "server_latency",
+    "apply_seconds",
+)
 BLOCK = 1024
 
 
@@ -32,6 +40,15 @@ class DelayModel:
     staleness_bound: int = 0  # uniform_staleness (Dai et al. 2019): tau uniform on {0..bound}
     latency: float = 0.0  # from a gradient being ready to the server taking it (network, notification)
     service: float = 0.0  # server time per arrival (apply, fetch, dispatch), one arrival at a time
+    # Communication (Paine et al. 2013's regime): a push moves the gradient device -> host -> server and a
+    # fetch the parameters back; each costs latency + bytes / bandwidth on each link. The server's link is
+    # shared by every worker (one queue each way); 0 bandwidth = free. n_fetch / n_push amortise these.
+    payload_bytes: float = 0.0  # bytes of one push or fetch (the parameters in the dtype sent); < 0: the model's
+    worker_bandwidth: float = 0.0  # bytes/s of each worker's device <-> host link (PCIe); 0 = free
+    worker_latency: float = 0.0  # seconds per transfer on that link
+    server_bandwidth: float = 0.0  # bytes/s of the server's network link, shared by all workers; 0 = free
+    server_latency: float = 0.0  # seconds per transfer on the network
+    apply_seconds: float = 0.0  # server seconds to apply one update (serial, after `service`)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -48,10 +65,41 @@ class DelayModel:
             raise ConfigError(f"delay.straggler_prob={self.straggler_prob!r} is not allowed; use [0, 1]")
         if not self.straggler_factor >= 1:
             raise ConfigError(f"delay.straggler_factor={self.straggler_factor!r} is not allowed; use >= 1")
-        for key in ("latency", "service"):
+        for key in ("latency", "service", "worker_latency", "server_latency", "apply_seconds"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"delay.{key}={value!r} is not allowed; use seconds >= 0")
+        if not math.isfinite(self.payload_bytes):
+            raise ConfigError(
+                f"delay.payload_bytes={self.payload_bytes!r} is not allowed; use bytes (< 0: the model's)"
+            )
+        for key in ("worker_bandwidth", "server_bandwidth"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"delay.{key}={value!r} is not allowed; use a number >= 0 (0 = free)")
+
+    def with_payload(self, model_bytes: float) -> DelayModel:
+        """This model with payload_bytes < 0 ("the model's parameters") resolved to `model_bytes`."""
+        return dataclasses.replace(self, payload_bytes=float(model_bytes)) if self.payload_bytes < 0 else self
+
+    @property
+    def communicates(self) -> bool:
+        """Whether pushes and fetches cost time of their own (links, latencies, the server's apply)."""
+        links = (self.worker_bandwidth or self.server_bandwidth) and self.payload_bytes != 0
+        return bool(links or self.worker_latency or self.server_latency or self.apply_seconds)
+
+    def _bytes(self) -> float:
+        if self.payload_bytes < 0:
+            raise ValueError("delay.payload_bytes < 0 (the model's bytes) must be resolved with with_payload()")
+        return self.payload_bytes
+
+    def worker_transfer(self) -> float:
+        """Seconds to move one payload over a worker's device <-> host link."""
+        return self.worker_latency + (self._bytes() / self.worker_bandwidth if self.worker_bandwidth else 0.0)
+
+    def server_transfer(self) -> float:
+        """Seconds the server's link is busy with one payload (its latency is paid on top, in parallel)."""
+        return self._bytes() / self.server_bandwidth if self.server_bandwidth else 0.0
         if self.staleness_bound < 0:
             raise ConfigError(f"delay.staleness_bound={self.staleness_bound!r} is not allowed; use >= 0")
 
@@ -71,6 +119,7 @@ class DelayModel:
             staleness_bound=int(c.staleness_bound),
             latency=float(c.get("latency", 0.0)),
             service=float(c.get("service", 0.0)),
+            **{k: float(c.get(k, 0.0)) for k in COMM_KEYS},
         )
 
 

@@ -18,6 +18,9 @@ from absl import flags, logging
 
 flags.DEFINE_string("workdir", "runs/predict", "Output folder.")
 flags.DEFINE_string("calibration", "", "A calibration.json to use (edit one for hardware you do not have).")
+flags.DEFINE_string(
+    "profile", "", "A hardware profile in place of a calibration: a name in asgdjax/configs/hardware or a path."
+)
 flags.DEFINE_string("calibrate_from", "", "Calibrate from this finished mode=async run's workdir.")
 flags.DEFINE_integer("calibrate_workers", 2, "Workers of the short real run that calibrates the clock.")
 flags.DEFINE_integer("calibrate_steps", 200, "Gradients of that run.")
@@ -53,10 +56,13 @@ def run(config, counts: list[int]) -> None:
     from asgdjax.predict import Calibration
     from asgdjax.predict.calibration import calibrate_workdir
     from asgdjax.predict.predict import plot, predict
+    from asgdjax.predict.profiles import profile_path
     from asgdjax.train import train
 
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    if FLAGS.calibration:
+    if FLAGS.profile:
+        cal = Calibration.load(profile_path(FLAGS.profile))
+    elif FLAGS.calibration:
         cal = Calibration.load(FLAGS.calibration)
     elif FLAGS.calibrate_from:
         cal = calibrate_workdir(FLAGS.calibrate_from)
@@ -88,7 +94,7 @@ def run(config, counts: list[int]) -> None:
 def entry() -> None:
     from asgdjax.cli import run_app
 
-    run_app(main, "asgdjax-predict")
+    run_app(main, "asgdjax-predict", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    run_app(main, "asgdjax-prepare", with_config=False)
+    run_app(main, "asgdjax-prepare", with_config=False, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -21,24 +21,14 @@ import os
 from absl import app, flags
 from study import configure, ensure_dataset, first_reaching, pyplot, run, save, savefig
 
-from asgdjax.configs.base import base_config
+from asgdjax.configs import dai2019, zhang2016, zheng2017
 
 flags.DEFINE_bool("quick", False, "Short runs, fewer settings (a few minutes).")
 flags.DEFINE_string("study", "zhang,zheng,dai", "Which studies.")
 flags.DEFINE_string("outdir", "experiments/results/staleness", "Where JSON, PNG and run folders go.")
 FLAGS = flags.FLAGS
-# lr 0.05 with momentum 0.9 makes plain ASGD fail outright at 4 and 8 workers (test error 0.89); the paper
-# compares methods that all train, so the study uses 0.01.
-LR_ZHENG = 0.01
 RUNS = ""
-
-
-def mnist(model: str, steps: int, **kw):
-    c = base_config()
-    c.dataset, c.model, c.batch_size, c.steps, c.mode = "mnist", model, 32, steps, "sim"
-    c.log_every, c.eval_every, c.checkpoint_every = 100, max(50, steps // 20), steps
-    c.max_train_loss = 20.0  # a run whose loss passes this has failed (Zhang's "fails")
-    return configure(c, **kw)
+# Each study's settings live in its config file (asgdjax/configs/zhang2016.py, zheng2017.py, dai2019.py).
 
 
 def error(r) -> float:
@@ -48,13 +38,11 @@ def error(r) -> float:
 
 # ----------------------------------------------------------------------------------------------- Zhang
 def zhang(out: str) -> dict:
-    k = 8
-    steps = 2000 if FLAGS.quick else 4000
-    lr = 0.2
     ns = [1, 2, 4, 8]
     rows = []
-    for policy, rule in (("fixed lr", "none"), ("lr0 / staleness", "staleness_lr")):
-        base = mnist("mlp", steps, optimizer="sgd", learning_rate=lr, num_workers=k, rule=rule)
+    for policy, variant in (("fixed lr", "fixed"), ("lr0 / staleness", "scaled")):
+        base = zhang2016.get_config(variant + (",quick" if FLAGS.quick else ""))
+        k, steps, lr, rule = base.num_workers, base.steps, base.learning_rate, base.rule
         hard = run(configure(base, protocol="sync"), f"{RUNS}/zhang_{steps}_{rule}_hardsync")
         rows.append(
             {
@@ -111,24 +99,15 @@ def zhang(out: str) -> dict:
 def zheng(out: str) -> dict:
     steps = 2000  # full: the quick runs plus a second seed
     seeds = [0] if FLAGS.quick else [0, 1]
-    rules = [("ASGD", "none", 0.0), ("DC-ASGD-c", "dc_asgd", 0.04), ("DC-ASGD-a", "dc_asgd_adaptive", 2.0)]
+    rules = [("ASGD", "asgd"), ("DC-ASGD-c", "dc_asgd"), ("DC-ASGD-a", "dc_asgd_adaptive")]
     rows = []
+    lr = zheng2017.get_config().learning_rate
     for k in (4, 8):
-        for name, rule, lam in rules:
+        for name, variant in rules:
             errs = []
             for seed in seeds:
-                c = mnist(
-                    "small_cnn",
-                    steps,
-                    optimizer="momentum",
-                    momentum=0.9,
-                    learning_rate=LR_ZHENG,
-                    num_workers=k,
-                    rule=rule,
-                    rule_lambda=lam,
-                    seed=seed,
-                )
-                errs.append(error(run(c, f"{RUNS}/zheng_{steps}_k{k}_{rule}_lr{LR_ZHENG}_s{seed}")))
+                c = configure(zheng2017.get_config(variant), num_workers=k, seed=seed, steps=steps)
+                errs.append(error(run(c, f"{RUNS}/zheng_{steps}_k{k}_{variant}_lr{lr}_s{seed}")))
             mean = sum(errs) / len(errs)
             rows.append({"workers": k, "method": name, "test_error": mean, "per_seed": errs})
     by = {(r["workers"], r["method"]): r["test_error"] for r in rows}
@@ -136,7 +115,7 @@ def zheng(out: str) -> dict:
     gap = {k: by[(k, "ASGD")] - by[(k, "DC-ASGD-a")] for k in (4, 8)}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for i, (name, _, _) in enumerate(rules):
+    for i, (name, _) in enumerate(rules):
         ax.bar([j + 0.27 * (i - 1) for j in range(2)], [by[(k, name)] for k in (4, 8)], 0.27, label=name)
     ax.set(
         xticks=[0, 1],
@@ -148,7 +127,7 @@ def zheng(out: str) -> dict:
     savefig(fig, f"{out}/zheng2017.png")
     return {
         "study": "Zheng et al. 2017",
-        "setting": f"MNIST, small CNN, momentum 0.9, lr {LR_ZHENG}, batch 32, {steps} gradients, exponential delays, "
+        "setting": f"MNIST, small CNN, momentum 0.9, lr {lr}, batch 32, {steps} gradients, exponential delays, "
         f"seeds {seeds}",
         "published": "test error DC-ASGD-a <= DC-ASGD-c <= ASGD, the gap growing from 4 to 8 workers",
         "reproduced": {"ordering_holds": order, "gap_asgd_minus_dca": gap, "gap_grows": gap[8] > gap[4]},
@@ -161,24 +140,14 @@ def zheng(out: str) -> dict:
 def dai(out: str) -> dict:
     steps = 1500 if FLAGS.quick else 2000
     models = ["mlr", "mlp", "mlp3"]
-    optims = [("sgd", 0.1, 0.0), ("momentum", 0.02, 0.9), ("adam", 0.001, 0.0)]
+    optims = [(name, *lr_mom) for name, lr_mom in dai2019.OPTIMIZERS.items()]
     bounds = [0, 4, 8, 16]
     target = 0.9
     rows = []
     for model in models:
-        for opt, lr, mom in optims:
+        for opt, _, _ in optims:
             for s in bounds:
-                c = mnist(
-                    model,
-                    steps,
-                    optimizer=opt,
-                    learning_rate=lr,
-                    momentum=mom,
-                    num_workers=8,
-                    delay__kind="uniform_staleness",
-                    delay__staleness_bound=s,
-                )
-                c.eval_every = 25
+                c = configure(dai2019.get_config(f"{model},{opt}"), steps=steps, delay__staleness_bound=s)
                 r = run(c, f"{RUNS}/dai_{steps}_{model}_{opt}_s{s}")
                 rows.append(
                     {

@@ -13,10 +13,15 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 import jax  # noqa: E402
+from absl import logging  # noqa: E402
 
+from asgdjax.cli import quiet_libraries  # noqa: E402
 from asgdjax.errors import Diverged  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve  # noqa: E402
 from asgdjax.train import train  # noqa: E402
+
+logging.set_verbosity(logging.WARNING)
+quiet_libraries()
 
 
 def configure(base, **overrides):

@@ -1,8 +1,9 @@
-"""A fork server for the fuzz harness: runs the console scripts' own entry points (asgdjax-train,
-asgdjax-prepare, asgdjax-predict) once per case in a forked child, so hundreds of cases cost a fraction of a
-second each instead of a fresh interpreter and JAX import apiece.
+"""A fork server for the console-script tests and the fuzz harness: runs the scripts' own entry points
+(asgdjax-train, asgdjax-prepare, asgdjax-predict, asgdjax-sweep) once per case in a forked child, so a case
+costs a fraction of a second instead of a fresh interpreter and JAX import apiece.
 
-Protocol (JSON lines): stdin {"script", "args", "cwd", "timeout"} -> stdout {"code", "stdout", "stderr"}.
+Protocol (JSON lines): stdin {"script", "args", "cwd", "env", "timeout"} -> stdout {"code", "stdout",
+"stderr"}.
 The parent imports the heavy libraries but never starts a JAX backend, so each child starts its own.
 """
 
@@ -20,6 +21,7 @@ ENTRIES = {
     "train": ("asgdjax.main", "run"),
     "prepare": ("asgdjax.prepare", "run"),
     "predict": ("asgdjax.predict_main", "entry"),
+    "sweep": ("asgdjax.sweep_main", "entry"),
 }
 
 
@@ -35,6 +37,7 @@ def preload() -> None:
 
 def child(case: dict, out: str, err: str) -> None:
     os.chdir(case["cwd"])
+    os.environ.update(case.get("env") or {})
     for fd, path in ((1, out), (2, err)):
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(f, fd)

@@ -149,10 +149,51 @@ SCRIPTS = {
 
 
 def run_cli(script, args, cwd, env=None, timeout=900):
-    """Run a console script (train, prepare, predict, sweep) as a subprocess on the CPU."""
-    e = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-    cmd = [sys.executable, "-c", SCRIPTS[script], *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    """Run a console script (train, prepare, predict, sweep) on the CPU: its own entry point in a child
+    forked from a warm server (ASGDJAX_TEST_SUBPROCESS=1: a fresh interpreter each time)."""
+    if os.environ.get("ASGDJAX_TEST_SUBPROCESS") == "1":
+        e = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+        cmd = [sys.executable, "-c", SCRIPTS[script], *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    out = _fork_server().run(script, [str(a) for a in args], cwd, env, timeout)
+    return subprocess.CompletedProcess(args, out["code"], out["stdout"], out["stderr"])
+
+
+class _ForkServer:
+    """tests/fuzz_driver.py, started once per test session."""
+
+    def __init__(self, env=None):
+        import atexit
+        import json
+
+        self._json = json
+        e = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+        driver = os.path.join(os.path.dirname(__file__), "fuzz_driver.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, driver], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=e
+        )
+        assert json.loads(self.proc.stdout.readline())["ready"]
+        atexit.register(self.close)
+
+    def run(self, script, args, cwd, env=None, timeout=900):
+        case = {"script": script, "args": args, "cwd": str(cwd), "env": env or {}, "timeout": timeout}
+        self.proc.stdin.write(self._json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        return self._json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+_SERVER: list = []
+
+
+def _fork_server() -> _ForkServer:
+    if not _SERVER:
+        _SERVER.append(_ForkServer())
+    return _SERVER[0]
 
 
 def one_line_error(out, code=2) -> str:

@@ -105,3 +105,17 @@ def test_the_default_config_trains_under_asynchrony_with_no_other_flags(tmp_path
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final_test_accuracy"] >= 0.95 and summary["health"]["status"] == "ok", summary
+
+
+def test_help_lists_every_config_key_with_its_default(tmp_path):
+    from asgdjax.configs.base import base_config
+
+    out = run(["--help"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    c = base_config()
+    keys = [k for k, v in c.items() if not hasattr(v, "items")] + [f"delay.{k}" for k in c.delay]
+    missing = [k for k in keys if f"--config.{k}=" not in out.stdout]
+    assert not missing, missing
+    for section in ("Training:", "Asynchrony", "Staleness rules:", "Simulator", "Runtime", "Guards and faults:"):
+        assert section in out.stdout
+    assert "--config.momentum=0.9  # the total momentum wanted" in out.stdout

@@ -23,7 +23,7 @@ from asgdjax.delays import DelayModel
 from asgdjax.predict import Calibration
 from asgdjax.sim import make_schedule
 
-FAST, SLOW = 8, 50  # examples per family in each tier (six families)
+FAST, SLOW = 5, 50  # examples per family in each tier (six families)
 BASE = {
     "model": "mlp",
     "steps": "4",

@@ -150,3 +150,26 @@ def test_bad_delay_and_protocol_values_are_named():
         ProtocolSpec(num_workers=4, kind="softsync", softsync_n=5)
     with pytest.raises(ConfigError, match="n_push=0 is not allowed"):
         ProtocolSpec(n_push=0)
+
+
+def test_communication_costs_scale_with_the_bytes_and_n_push_amortises_them():
+    # One worker, 1 s steps; a push and a fetch each move the payload over a 100 MB/s server link.
+    def seconds(payload, n_sync=1, k=1, steps=200):
+        d = DelayModel("constant", payload_bytes=payload, server_bandwidth=100e6)
+        return sched(KEY, k, steps, d, n_fetch=n_sync, n_push=n_sync).virtual_time
+
+    # The run ends when the last push arrives (its fetch is never needed): hence the "- fetch" terms.
+    assert seconds(0) == pytest.approx(200, abs=1e-9)  # free: 200 steps of 1 s
+    assert seconds(25e6) == pytest.approx(200 * (1 + 2 * 0.25) - 0.25, rel=1e-9)  # 0.25 s each way per step
+    assert seconds(50e6) == pytest.approx(200 * (1 + 2 * 0.5) - 0.5, rel=1e-9)  # twice the bytes, twice the cost
+    assert seconds(50e6, n_sync=10) == pytest.approx(200 + 20 * 0.5 + 19 * 0.5, rel=1e-9)  # per 10 steps
+    # Eight workers share the server's link (a queue each way): throughput is link-bound at 1 / 0.5 s.
+    assert 1600 / seconds(50e6, k=8, steps=1600) == pytest.approx(1 / 0.5, rel=0.05)  # 2 gradients/s
+    assert 1600 / seconds(50e6, n_sync=10, k=8, steps=1600) > 5  # amortised: close to 8 workers' 8/s
+
+
+def test_latencies_and_the_servers_apply_time_are_charged_per_push_and_fetch():
+    d = DelayModel("constant", worker_latency=0.01, server_latency=0.02, apply_seconds=0.1)
+    # per step: push (0.01 + 0.02) + apply 0.1 + fetch (0.02 + 0.01) on top of the 1 s of compute; the run
+    # ends when the last push arrives
+    assert sched(KEY, 1, 50, d).virtual_time == pytest.approx(50 * 1.16 - 0.13, rel=1e-9)

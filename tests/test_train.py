@@ -2,6 +2,7 @@
 The MLP on digits keeps these fast; the CLI tests run the default CNN."""
 
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -124,3 +125,47 @@ def test_a_collapse_to_chance_is_flagged_in_the_summary(tmp_path):
     assert s["health"]["status"] == "collapsed" and "chance" in s["health"]["reason"]
     records = [json.loads(x) for x in (tmp_path / "collapse" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "collapse_warning" for r in records) or s["health"]["status"] == "collapsed"
+
+
+def read_events(logdir):
+    """(step, tag, kind) of every summary value in a TensorBoard event file, read without TensorFlow."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in glob.glob(f"{logdir}/events.out.tfevents.*"):
+        data, i = pathlib.Path(path).read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.append((event.step, v.tag, "histo" if v.HasField("histo") else "scalar", v))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["sim", "async"])
+def test_tensorboard_events_hold_every_scalar_and_staleness_histograms(tmp_path, mode):
+    pytest.importorskip("tensorboardX")
+    c = config(mode=mode, num_workers=4, steps=60, tensorboard=True)
+    train(c, str(tmp_path / mode), show_progress=False)
+    events = read_events(tmp_path / mode / "tensorboard")
+    scalars = {(s, tag) for s, tag, kind, _ in events if kind == "scalar"}
+    assert {
+        (20, "train_loss"),
+        (40, "train_loss"),
+        (60, "train_loss"),
+        (30, "test_accuracy"),
+        (60, "test_accuracy"),
+    } <= scalars
+    records = [json.loads(x) for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
+    for r in records:  # every number in metrics.jsonl is a scalar at its step
+        assert all(
+            (r["step"], k) in scalars for k, v in r.items() if k not in ("step", "time") and isinstance(v, float)
+        )
+    hists = [(s, v.histo) for s, tag, kind, v in events if tag == "staleness_hist"]
+    assert [s for s, _ in hists] == [30, 60]
+    assert sum(h.num for _, h in hists) == 60  # every applied gradient once

@@ -23,7 +23,7 @@ from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
 from asgdjax.errors import ConfigError
 from asgdjax.parallel import group_devices
-from asgdjax.runtime import Coordinator, RunOptions
+from asgdjax.runtime import Applied, Coordinator, RunOptions
 
 
 def run_async(
@@ -93,9 +93,11 @@ def run_async(
     evals: list = []
     progress = {"grads": 0}
 
-    def on_apply(done: int, server, new_losses: list) -> None:
-        losses.extend(new_losses)
-        new_losses.clear()
+    def on_apply(a: Applied) -> None:
+        done, server = a.gradients, a.server
+        losses.extend(a.losses)
+        a.losses.clear()
+        a.staleness.clear()
         prev, progress["grads"] = progress["grads"], done
         if eval_fn is not None and p.eval_every and done // p.eval_every > prev // p.eval_every:
             evals.append((done, as_metrics(eval_fn(server.params))))

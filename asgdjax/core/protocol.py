@@ -197,6 +197,11 @@ class Protocol:
                 self.read[w] = self.version
                 self.rows.append(Row.fetch_only(w, self.version, t))
 
+    def pushes(self, w: int, s: int) -> bool:
+        """Whether worker w's step s ends a push, as `arrive` will decide it (every n_push local steps, and
+        every worker's last step); the virtual clock charges a push its transfer before it arrives."""
+        return (s + 1) % self.n_push == 0 or self.started >= self.limit
+
     def arrive(self, w: int, s: int, t: float) -> list[tuple[int, int]]:
         """Worker w finished local step s at time t; returns the (worker, step)s to start at time t."""
         if w not in self.in_flight or self.next_step[w] != s + 1:

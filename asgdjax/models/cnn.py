@@ -1,4 +1,4 @@
-"""The small CNN for digits and MNIST: conv32-conv64-fc128 (the model DESIGN.md's timings use)."""
+"""The small CNN for digits and MNIST: conv32-conv64-fc128 (the model docs/design.md's timings use)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from asgdjax.delays import DelayModel
+from asgdjax.delays import COMM_KEYS, DelayModel
 from asgdjax.errors import ConfigError
 
 
@@ -65,14 +65,15 @@ class Calibration:
                 f"calibration {path!r} has no delay field {missing[0]!r}; every one of {', '.join(REQUIRED)} is needed"
             )
         _check_types(path, delay)
-        measured = raw.get("measured", {})
+        # a measured calibration says what it was measured on; a hardware profile its name and sources
+        measured = raw.get("measured") or {k: raw[k] for k in ("name", "describes", "sources") if k in raw}
         try:
             return cls(DelayModel(**{**delay, "speeds": tuple(float(s) for s in delay["speeds"])}), measured)
         except ConfigError as e:
             raise ConfigError(f"calibration {path!r}: {e}") from None
 
 
-REQUIRED = ("kind", "mean", "spread", "speeds", "straggler_prob", "straggler_factor", "latency", "service")
+REQUIRED = ("kind", "mean", "spread", "speeds", "straggler_prob", "straggler_factor", "latency", "service", *COMM_KEYS)
 
 
 def _check_types(path: str, delay: dict) -> None:

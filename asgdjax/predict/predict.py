@@ -8,6 +8,7 @@ import copy
 import os
 
 from asgdjax.core.trace import Trace
+from asgdjax.delays import COMM_KEYS
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.targets import accuracy_curve, time_to_target
 
@@ -22,6 +23,8 @@ def sim_config(config, calibration: Calibration, num_workers: int, eval_every: i
     c.delay.speeds = ",".join(f"{s:.6g}" for s in d.speeds)
     c.delay.straggler_prob, c.delay.straggler_factor = d.straggler_prob, d.straggler_factor
     c.delay.latency, c.delay.service = d.latency, d.service
+    for key in COMM_KEYS:
+        c.delay[key] = float(getattr(d, key))
     return c
 
 

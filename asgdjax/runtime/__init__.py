@@ -2,6 +2,6 @@
 
 from asgdjax.runtime.coordinator import Coordinator, placements_for
 from asgdjax.runtime.pool import Dispatched, WorkerPool
-from asgdjax.runtime.run_state import RunOptions, RuntimeStats
+from asgdjax.runtime.run_state import Applied, RunOptions, RuntimeStats
 
-__all__ = ["Coordinator", "Dispatched", "RunOptions", "RuntimeStats", "WorkerPool", "placements_for"]
+__all__ = ["Applied", "Coordinator", "Dispatched", "RunOptions", "RuntimeStats", "WorkerPool", "placements_for"]

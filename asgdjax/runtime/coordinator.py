@@ -26,10 +26,10 @@ from asgdjax.core.task import Params, Task
 from asgdjax.core.trace import Trace
 from asgdjax.parallel import Placement
 from asgdjax.runtime.pool import WorkerPool
-from asgdjax.runtime.run_state import ActiveRun, RunOptions, RuntimeStats
+from asgdjax.runtime.run_state import ActiveRun, Applied, RunOptions, RuntimeStats
 from asgdjax.runtime.workers import LocalWorkers
 
-__all__ = ["Coordinator", "RunOptions", "RuntimeStats", "placements_for"]
+__all__ = ["Applied", "Coordinator", "RunOptions", "RuntimeStats", "placements_for"]
 
 
 def placements_for(task: Task, groups: list) -> list[Placement]:
@@ -160,13 +160,13 @@ class Coordinator:
         *,
         options: RunOptions = RunOptions(),
         server_state: ServerState | None = None,
-        on_apply: Callable[[int, ServerState, list], None] | None = None,
+        on_apply: Callable[[Applied], None] | None = None,
         on_arrival: Callable[[int, ServerState, Protocol], None] | None = None,
     ) -> tuple[ServerState, Trace, RuntimeStats]:
         """Train until the protocol's step budget is spent; returns (server state, trace, stats).
 
-        on_apply(gradients_executed, server_state, losses) runs after every applied update (logging, eval;
-        `losses` holds the training losses of the gradients executed since, for the callback to take);
+        on_apply(Applied) runs after every applied update (logging, eval; it takes the losses and staleness
+        values gathered since the previous call);
         on_arrival(gradients, server_state, protocol) after each arrival's rows are executed (a consistent
         point for checkpoints). server_state and a `protocol.resume()`d protocol continue a checkpointed
         run: every worker starts from the server's parameters, and the steps already in the protocol's

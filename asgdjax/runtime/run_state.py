@@ -62,6 +62,16 @@ class RuntimeStats:
     service_seconds: list = dataclasses.field(default_factory=list)
 
 
+class Applied(NamedTuple):
+    """What `on_apply` gets after each update: gradients executed so far, the server state, and the training
+    losses and staleness values of the gradients since the callback last took them (it clears them)."""
+
+    gradients: int
+    server: ServerState
+    losses: list
+    staleness: list
+
+
 class Pending(NamedTuple):
     """A pushed gradient waiting in the server's current group."""
 
@@ -81,7 +91,7 @@ class ActiveRun:
         server: ServerState,
         options: RunOptions,
         *,
-        on_apply: Callable[[int, ServerState, list], None] | None,
+        on_apply: Callable[[Applied], None] | None,
         on_arrival: Callable[[int, ServerState, Protocol], None] | None,
     ):
         self.co, self.protocol, self.server, self.options = co, protocol, server, options
@@ -98,6 +108,7 @@ class ActiveRun:
         self.executed = {(r.worker, r.step) for r in protocol.rows if r.step >= 0}
         self.gradients = len(self.executed)
         self.losses: list = []  # training losses of the gradients executed since on_apply last took them
+        self.staleness: list[int] = []  # and the staleness of each gradient applied since
         self.failures = [0] * k
         self.stats = RuntimeStats(np.zeros(k, np.int64), np.zeros(k))
         self.t0 = time.perf_counter()
@@ -238,13 +249,15 @@ class ActiveRun:
             jax.block_until_ready(self.server.params)
             self.stats.apply_seconds.append(time.perf_counter() - t)
         members, self.pending = self.pending, []
+        self.staleness.extend(self.version - 1 - m.read_version for m in members)
         for m in members:
             if m.fetch_on_apply:
                 self.fetch(m.worker)
         if self.on_apply is not None:
-            self.on_apply(self.gradients, self.server, self.losses)
+            self.on_apply(Applied(self.gradients, self.server, self.losses, self.staleness))
         else:
             self.losses.clear()
+            self.staleness.clear()
 
     def _stacked_group(self) -> tuple[Any, np.ndarray, np.ndarray, Any, int]:
         """The pending group padded to the server's group width, as the simulator's pending buffer is."""

@@ -8,7 +8,6 @@ simulated schedule and a recorded one are the same kind of trace.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 from asgdjax.core.protocol import Protocol, ProtocolSpec
 from asgdjax.core.trace import Row, Trace
 from asgdjax.delays import DelayModel, StepTimes
+from asgdjax.sim.clock import VirtualClock
 
 
 def make_schedule(
@@ -58,38 +58,7 @@ def uniform_staleness_schedule(key: jax.Array, num_workers: int, num_steps: int,
 
 
 def run_virtual_clock(protocol: Protocol, times: StepTimes, failures: Iterable[tuple[int, int]] = ()) -> list[Row]:
-    """Drive `protocol` in virtual time: the in-flight step that ends first arrives next.
-
-    With the delay model's `latency` and `service` > 0 the server is a single FIFO queue, as the real
-    coordinator is: an arrival that communicates (pushes or fetches) at t is taken at max(t + latency,
-    server free), holds the server for `service` seconds, and the steps it starts begin when it is done
-    (so many fast workers saturate it). Downpour's purely local steps (n_fetch, n_push > 1) do not wait.
-    failures: (worker, step) pairs whose first attempt fails when it would have finished (the worker
-    restarts and retries), the simulator's counterpart of the runtime's injected faults.
-    """
-    heap: list[tuple[float, int, int]] = []
-    pending_failures = set(failures)
-    latency, service = times.model.latency, times.model.service
-    free = 0.0
-
-    def start(starts, t):
-        for w, s in starts:
-            heapq.heappush(heap, (t + times.time(w, s), w, s))
-
-    start(protocol.begin(), 0.0)
-    while heap:
-        t, w, s = heapq.heappop(heap)
-        first = len(protocol.rows)
-        if (w, s) in pending_failures:
-            pending_failures.discard((w, s))
-            starts = protocol.fail(w, s, t, "injected failure")
-        else:
-            starts = protocol.arrive(w, s, t)
-        done = t
-        if (latency or service) and any(r.push or r.fetch for r in protocol.rows[first:]):
-            done = free = max(t + latency, free) + service
-        start(starts, done)
-    if protocol.held:  # cannot happen: with nothing in flight every held push is releasable
-        raise RuntimeError("schedule deadlock: held workers with nothing in flight")
-    protocol.finish()
-    return protocol.rows
+    """Drive `protocol` in virtual time (`asgdjax.sim.clock.VirtualClock`: compute, the server's queue,
+    and the communication links). failures: (worker, step) pairs whose first attempt fails when it would
+    have finished (the worker restarts and retries), the simulator's counterpart of injected faults."""
+    return VirtualClock(protocol, times, failures).run()

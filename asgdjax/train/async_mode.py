@@ -13,7 +13,7 @@ from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.trace import COLUMNS, Row, Trace
 from asgdjax.errors import ConfigError
 from asgdjax.parallel import group_devices
-from asgdjax.runtime import Coordinator, RunOptions
+from asgdjax.runtime import Applied, Coordinator, RunOptions
 from asgdjax.train.build import (
     hparams_from_config,
     keys,
@@ -54,15 +54,27 @@ def run_async(ctx: RunContext) -> dict:
     bar = ctx.bar(config.steps, start)
     progress = {"grads": start, "checkpointed": start}
     losses: list = []
+    staleness: list = []  # of the gradients applied since the last evaluation
 
-    def on_apply(done: int, server, new_losses: list) -> None:
-        prev = progress["grads"]
+    def on_apply(a: Applied) -> None:
+        prev, done, server = progress["grads"], a.gradients, a.server
         progress["grads"] = done
-        losses.extend(new_losses)
-        new_losses.clear()
+        losses.extend(a.losses)
+        staleness.extend(a.staleness)
+        a.losses.clear()
+        a.staleness.clear()
         bar.update(done - prev)
         rejected = int(np.asarray(server.rejected).sum())
-        log_and_eval(ctx, done, server.params, losses, prev=prev, rejected=rejected, updates=int(server.version))
+        log_and_eval(
+            ctx,
+            done,
+            server.params,
+            losses,
+            prev=prev,
+            rejected=rejected,
+            staleness=staleness,
+            updates=int(server.version),
+        )
 
     def on_arrival(done: int, server, proto) -> None:
         # Checkpoint between arrivals, outside softsync groups: the protocol's rows then match the server.
@@ -92,7 +104,6 @@ def run_async(ctx: RunContext) -> dict:
     for f in trace.meta["failures"]:
         fields = {("seconds_into_run" if k == "time" else k): v for k, v in f.items() if k != "step"}
         ctx.write(f["step"], event="worker_failure", **fields)
-    ctx.write(config.steps, **{k: v for k, v in summary.items() if k not in ("trace", "devices")})
     return {
         "params": server.params,
         "updates": int(server.version),

@@ -37,7 +37,7 @@ def validate_async(config: Any) -> None:
         raise ConfigError(f"worker_timeout={config.worker_timeout!r} is not allowed; use seconds >= 0 (0 = none)")
     int_at_least("staleness_cap", config.staleness_cap, -1, "-1 (no cap) or >= 0")
     choice("sim_memory", config.sim_memory, ("auto", "workers", "ring"))
-    delays = DelayModel.from_config(config.delay)
+    delays = delay_from_config(config)
     if memory(config) == "ring" and (spec.local_updates or spec.group_size > 1):
         raise ConfigError(
             "the version ring (sim_memory='ring', or delay.kind='uniform_staleness') replays plain A-SGD only; "
@@ -108,18 +108,44 @@ def schedule_from_config(config: Any) -> Trace:
         keys(config).schedule,
         ProtocolSpec.from_config(config),
         num_steps=config.steps,
-        delays=DelayModel.from_config(config.delay),
+        delays=delay_from_config(config),
         failures=list(parse_faults(config.fail_at)),
     )
 
 
-def optimizer_from_config(config: Any, learning_rate: Any, total_updates: int, num_workers: int = 1):
-    """The server-side optimizer of this config (learning rate given: a sweep passes a traced one)."""
+def delay_from_config(config: Any) -> DelayModel:
+    """The simulated workers' clock; payload_bytes < 0 becomes the model's float32 parameter bytes (only
+    computed when a bandwidth makes it matter)."""
+    delays = DelayModel.from_config(config.delay)
+    if delays.payload_bytes < 0:
+        links = delays.worker_bandwidth or delays.server_bandwidth
+        delays = delays.with_payload(model_bytes(config) if links else 0.0)
+    return delays
+
+
+def model_bytes(config: Any) -> int:
+    """Bytes of the config's model parameters in float32 (what a push or a fetch moves)."""
+    import jax
+
+    from asgdjax.data import get_spec
+    from asgdjax.models import get_model
+
+    spec = get_spec(config.dataset)
+    model = get_model(config.model, spec.num_classes, spec.image_shape)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    return sum(int(x.size) * 4 for x in jax.tree.leaves(shapes))
+
+
+def optimizer_from_config(
+    config: Any, learning_rate: Any, total_updates: int, num_workers: int = 1, momentum: Any = None
+):
+    """The server-side optimizer of this config (learning rate and momentum given: a sweep passes traced
+    ones, one per configuration)."""
     prior = ProtocolSpec.from_config(config).expected_staleness if num_workers > 1 else None
     return make_optimizer(
         config.optimizer,
         learning_rate,
-        momentum=config.momentum,
+        momentum=config.momentum if momentum is None else momentum,
         weight_decay=config.weight_decay,
         schedule=config.lr_schedule,
         total_updates=total_updates,
@@ -134,12 +160,18 @@ def server_factory(config: Any, total_updates: int) -> Callable[[dict], Server]:
 
     def make(hparams: dict) -> Server:
         rule = make_rule(config.rule, config.num_workers, config.rule_lambda)
-        opt = optimizer_from_config(config, hparams["learning_rate"], total_updates, config.num_workers)
+        lr, mu = hparams["learning_rate"], hparams.get("momentum")
+        opt = optimizer_from_config(config, lr, total_updates, config.num_workers, momentum=mu)
         return Server(rule, opt, num_workers=config.num_workers, staleness_cap=config.staleness_cap)
 
     return make
 
 
 def hparams_from_config(config: Any) -> dict[str, float]:
+    """The hyperparameters the simulator and the runtime take as data (a sweep vmaps over them)."""
     llr = config.local_learning_rate if config.local_learning_rate >= 0 else config.learning_rate
-    return {"learning_rate": float(config.learning_rate), "local_learning_rate": float(llr)}
+    return {
+        "learning_rate": float(config.learning_rate),
+        "local_learning_rate": float(llr),
+        "momentum": float(config.momentum),
+    }

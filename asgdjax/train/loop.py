@@ -98,12 +98,22 @@ def logging_due(config, prev: int, done: int) -> bool:
 
 
 def log_and_eval(
-    ctx: RunContext, done: int, params, losses: list, *, prev: int | None = None, rejected: int = 0, **extra
+    ctx: RunContext,
+    done: int,
+    params,
+    losses: list,
+    *,
+    prev: int | None = None,
+    rejected: int = 0,
+    staleness: list | None = None,
+    **extra,
 ) -> None:
     """Every log_every steps write the mean training loss; every eval_every (and at the end) evaluate.
 
     `prev` is the step count before this call (default done - 1); waves advance several steps at once.
-    `rejected`: gradients the guards rejected so far (most of them rejected is divergence).
+    `rejected`: gradients the guards rejected so far (most of them rejected is divergence). `staleness`:
+    the staleness of the gradients applied since the last evaluation; at an evaluation its histogram is
+    recorded (staleness_hist, counts for tau = 0, 1, ...) and the list emptied.
     """
     config = ctx.config
     prev = done - 1 if prev is None else prev
@@ -119,6 +129,9 @@ def log_and_eval(
     if crossed(prev, done, config.eval_every) or done == config.steps:
         record.update(ctx.evaluate(params))
         ctx.collapse.accuracy(record["test_accuracy"])
+        if staleness:
+            record["staleness_hist"] = np.bincount(np.asarray(staleness, np.int64)).tolist()
+            staleness.clear()
     if record:
         record.update(extra)
         ctx.write(done, **record)

@@ -14,6 +14,7 @@ from asgdjax.errors import ConfigError
 from asgdjax.models import get_model, param_count
 from asgdjax.parallel import Placement, group_devices
 from asgdjax.parallel.placement import bytes_per_device
+from asgdjax.train import tensorboard
 from asgdjax.train.build import optimizer_from_config, sampler_from_config
 from asgdjax.train.loop import RunContext, final_health
 from asgdjax.train.outputs import Checkpoints, MetricsWriter, write_json
@@ -86,11 +87,15 @@ def _train_in(wd: Workdir, config, setup: RunSetup, show_progress: bool) -> dict
         show_progress=show_progress,
         collapse=CollapseDetector(num_classes=dataset.spec.num_classes),
     )
+    if config.tensorboard and tensorboard.available():
+        ctx.extra_writers.append(tensorboard.TensorBoardWriter(wd.path))
     try:
         result = _run_mode(ctx)
     finally:
         ctx.checkpoints.close()
         ctx.writer.close()
+        for w in ctx.extra_writers:
+            w.close()
     summary = _summary(ctx, result)
     write_json(wd.file("summary.json"), summary)
     return summary

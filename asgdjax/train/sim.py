@@ -47,6 +47,7 @@ def run_sim(ctx: RunContext) -> dict:
     start = int(grads_done[start_event - 1]) if start_event else 0
     bar = ctx.bar(config.steps, start)
     losses: list = []
+    staleness: list = []  # of the gradients applied since the last evaluation
     progress = {"grads": start, "event": start_event, "calls": 0}
 
     def on_chunk(event: int, st, chunk_losses) -> None:
@@ -58,6 +59,8 @@ def run_sim(ctx: RunContext) -> dict:
                 ctx.save(done, {"sim": st, "event": np.asarray(event, np.int64)})
             return
         losses.append((chunk_losses, trace.step[first:event] >= 0))  # the slots that computed a gradient
+        pushed = trace.push[first:event]
+        staleness.extend((trace.v_apply[first:event] - trace.v_read[first:event])[pushed].tolist())
         bar.update(done - prev)
         # Only touch device values when a record is due: a sync per chunk would stall the dispatch pipeline.
         if not (logging_due(config, prev, done) or event == len(trace)):
@@ -70,6 +73,7 @@ def run_sim(ctx: RunContext) -> dict:
             losses,
             prev=prev,
             rejected=int(np.asarray(st.server.rejected).sum()),
+            staleness=staleness,
             updates=int(st.server.version),
             staleness_mean=stats.staleness_mean,
             staleness_max=stats.staleness_max,

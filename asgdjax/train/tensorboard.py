@@ -36,9 +36,8 @@ class TensorBoardWriter:
         for key, value in record.items():
             if key.endswith("_hist") and isinstance(value, (list, tuple)) and sum(value) > 0:
                 self._histogram(key, np.asarray(value, np.float64), step)
-            elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                if math.isfinite(float(value)):
-                    self._w.add_scalar(key, float(value), step)
+            elif _number(value) and math.isfinite(float(value)):
+                self._w.add_scalar(key, float(value), step)
 
     def _histogram(self, key: str, counts: np.ndarray, step: int) -> None:
         values = np.arange(len(counts), dtype=np.float64)
@@ -58,3 +57,7 @@ class TensorBoardWriter:
 
     def close(self) -> None:
         self._w.close()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)

@@ -1,0 +1,151 @@
+"""Run a grid of configurations, each into its own workdir (resumable: a finished point is read back, not
+rerun). mode=sim points that share a compiled program run together through `asgdjax.sim.sweep` (vmapped
+on accelerators, one after another on the CPU, by `strategy`), evaluated every eval_every gradients;
+everything else runs through the trainer, one point at a time."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.sim import Simulator
+from asgdjax.sim.sweep import Member, sweep
+from asgdjax.sweep.grid import Point, apply, program_key
+from asgdjax.train import train
+from asgdjax.train.build import hparams_from_config, keys, sampler_from_config, schedule_from_config, server_factory
+from asgdjax.train.outputs import MetricsWriter, read_json, write_json
+from asgdjax.train.run import prepare
+from asgdjax.train.sim import record_events
+from asgdjax.train.task import device_data
+from asgdjax.train.validate import validate
+from asgdjax.train.workdir import Workdir
+
+
+class Row(NamedTuple):
+    """One point's result (what the table shows)."""
+
+    point: Point
+    summary: dict[str, Any]
+
+
+def run_grid(
+    base: Any,
+    points: list[Point],
+    workdir: str,
+    *,
+    strategy: str = "auto",
+    progress: Callable[[str], None] = lambda s: None,
+) -> list[Row]:
+    """Every point's summary; finished points are read from their workdirs."""
+    configs = [apply(base, p) for p in points]
+    for c in configs:
+        validate(c)
+    rows: dict[int, Row] = {}
+    todo = []
+    for i, (p, c) in enumerate(zip(points, configs, strict=True)):
+        done = read_json(os.path.join(workdir, p.name, "summary.json"))
+        if done is not None and done.get("steps") == c.steps:
+            rows[i] = Row(p, done)
+        else:
+            todo.append(i)
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        key = program_key(configs[i]) if configs[i].mode == "sim" and not configs[i].trace else f"solo{i}"
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        names = ", ".join(points[i].name for i in members)
+        progress(f"{len(members)} point(s): {names}")
+        if len(members) > 1:
+            summaries = run_together(
+                [configs[i] for i in members], [os.path.join(workdir, points[i].name) for i in members], strategy
+            )
+        else:
+            i = members[0]
+            summaries = [train(configs[i], os.path.join(workdir, points[i].name), show_progress=False)]
+        for i, s in zip(members, summaries, strict=True):
+            rows[i] = Row(points[i], s)
+    return [rows[i] for i in range(len(points))]
+
+
+def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list[dict]:
+    """Simulate configurations that share one compiled program as one sweep; each gets a workdir with its
+    config.json, metrics.jsonl (evaluations), trace.npz and summary.json, as a lone mode=sim run would."""
+    t0 = time.time()
+    setup = prepare(configs[0])
+    task, data = setup.task, device_data(setup.dataset)
+    traces = [schedule_from_config(c) for c in configs]
+    spec = ProtocolSpec.from_config(configs[0])
+    sim = Simulator(task, server_factory(configs[0], traces[0].num_updates), spec, strategy=configs[0].sim_strategy)
+    members = []
+    for c, t in zip(configs, traces, strict=True):
+        k = keys(c)
+        grads = np.cumsum(t.step >= 0)
+        members.append(
+            Member(
+                task.init(k.init),
+                t,
+                hparams_from_config(c),
+                sampler_from_config(c, setup.dataset.num_train),
+                k.data,
+                record_events(c, grads),
+            )
+        )
+    writers = [_open(c, w) for c, w in zip(configs, workdirs, strict=True)]
+    last_eval: list[dict] = [{} for _ in configs]
+
+    def on_cut(i: int, event: int, state: Any, losses: np.ndarray) -> None:
+        done = int(np.cumsum(traces[i].step >= 0)[event - 1])
+        record = {"train_loss": float(losses.mean())} if len(losses) else {}
+        if done % configs[i].eval_every == 0 or event == len(traces[i]):
+            last_eval[i] = task.evaluate(state.server.params, data)
+            record.update(last_eval[i])
+        s = traces[i].slice(event).stats()
+        writers[i].write(done, **record, updates=int(state.server.version), staleness_mean=s.staleness_mean)
+
+    finals = sweep(sim, members, data, strategy=strategy, on_cut=on_cut)
+    share = (time.time() - t0) / len(configs)
+    out = []
+    for c, w, t, st, wr, ev in zip(configs, workdirs, traces, finals, writers, last_eval, strict=True):
+        wr.close()
+        out.append(_finish(c, w, t, st, ev, share))
+    return out
+
+
+def _open(config: Any, workdir: str) -> MetricsWriter:
+    with Workdir(workdir) as wd:
+        wd.check_same_run(config.to_dict())
+        write_json(wd.file("config.json"), config.to_dict())
+    writer = MetricsWriter(workdir)
+    writer.truncate_after(-1)  # an interrupted sweep starts this point over
+    return writer
+
+
+def _finish(config: Any, workdir: str, trace: Any, state: Any, last: dict, wall: float) -> dict:
+    trace.save(os.path.join(workdir, "trace.npz"))
+    s = trace.stats()
+    rejected = np.asarray(state.server.rejected)
+    summary = {
+        "mode": "sim",
+        "dataset": config.dataset,
+        "model": config.model,
+        "steps": config.steps,
+        "gradients": trace.num_gradients,
+        "updates": int(state.server.version),
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"),
+        "staleness_mean": s.staleness_mean,
+        "staleness_max": s.staleness_max,
+        "virtual_seconds": s.virtual_time,
+        "rejected_nonfinite": int(rejected[:, 0].sum()),
+        "rejected_stale": int(rejected[:, 1].sum()),
+        "wall_seconds": wall,
+        "workdir": os.path.abspath(workdir),
+        "swept_together": True,
+    }
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary

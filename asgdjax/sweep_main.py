@@ -1,0 +1,83 @@
+"""`asgdjax-sweep`: a grid of configurations from the command line, run and tabulated.
+
+  asgdjax-sweep --config=asgdjax/configs/default.py --config.mode=sim --config.num_workers=8 \\
+      --sweep.learning_rate=0.02,0.05,0.1,0.2 --sweep.momentum=0,0.5,0.9,0.95 --workdir=runs/sweep
+
+Every combination of the --sweep.KEY=v1,v2,... values runs into WORKDIR/KEY=v,.../ (rerunning the command
+skips finished points); mode=sim points that differ only in learning rate, momentum, seed, delays, warm
+start or staleness bound run as one simulated sweep (vmapped on a GPU). Writes WORKDIR/sweep.json,
+sweep.csv and sweep.png (a heatmap for two keys, a line for one).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from absl import flags, logging
+
+from asgdjax.cli import config_path, fail, run_app
+from asgdjax.sim.sweep import STRATEGIES
+from asgdjax.sweep import grid, report, run_grid, split_argv
+
+flags.DEFINE_string("workdir", None, "Output folder; default runs/sweep_<config name>.")
+flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "How points sharing a program run: auto (vmapped on GPU).")
+flags.DEFINE_bool("progress", True, "Print each group as it starts.")
+SWEEPS: list[tuple[str, str]] = []
+
+
+def main(argv) -> None:
+    from asgdjax.errors import ConfigError, Diverged
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]!r}; pass settings as --config.KEY=VALUE and --sweep.KEY=v1,v2")
+    logging.set_verbosity(logging.WARNING)
+    config = flags.FLAGS.config
+    name = os.path.splitext(os.path.basename(config_path()))[0]
+    workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{name}")
+    say = (lambda s: print(f"asgdjax-sweep: {s}", file=sys.stderr)) if flags.FLAGS.progress else (lambda s: None)
+    try:
+        points = grid(config, SWEEPS)
+        os.makedirs(workdir, exist_ok=True)
+        rows = run_grid(config, points, workdir, strategy=flags.FLAGS.strategy, progress=say)
+    except ConfigError as e:
+        fail(str(e))
+    except Diverged as e:
+        print(f"asgdjax-sweep: stopped: {e}", file=sys.stderr)
+        sys.exit(3)
+    command = "asgdjax-sweep " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:] + [f"--sweep.{k}={v}" for k, v in SWEEPS]
+    )
+    paths = report.write(rows, workdir, command=command)
+    print_table(report.table(rows))
+    print(f"outputs: {paths['json']}, {paths['csv']}, {paths['png']}", file=sys.stderr)
+
+
+def print_table(table: list[dict]) -> None:
+    keys = [k for k in table[0] if k not in report.COLUMNS and k != "workdir"]
+    cols = keys + ["final_test_accuracy", "staleness_mean", "virtual_seconds"]
+    print("  ".join(f"{c:>20}" for c in cols))
+    for row in table:
+        print("  ".join(f"{_fmt(row.get(c)):>20}" for c in cols))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def entry() -> None:
+    """Console-script entry point: --sweep.* arguments are taken out before absl sees the flags."""
+    from asgdjax.errors import ConfigError
+
+    try:
+        rest, SWEEPS[:] = split_argv(sys.argv)
+    except ConfigError as e:
+        print(f"asgdjax-sweep: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv[:] = rest
+    run_app(main, "asgdjax-sweep", doc=__doc__)
+
+
+if __name__ == "__main__":
+    entry()

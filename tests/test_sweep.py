@@ -1,0 +1,96 @@
+"""Sweeps: the grid from the command line, points sharing a program run together (vmapped or one by one,
+same results), resumable, one table and one picture, bad keys in one line."""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+from helpers import KEY, assert_trees_close, one_line_error, run_cli, sampler, sgd_server
+
+from asgdjax.configs.default import get_config
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.errors import ConfigError
+from asgdjax.sim import Simulator, make_schedule
+from asgdjax.sim.sweep import Member, sweep
+from asgdjax.sweep import grid, split_argv
+from asgdjax.sweep.grid import apply, program_key
+
+
+def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
+    args = ["--config.mode=sim", "--config.num_workers=4", "--config.steps=60", "--config.eval_every=30"]
+    args += ["--sweep.learning_rate=0.02,0.05,0.1,0.2", "--sweep.momentum=0,0.5,0.9,0.95", "--workdir=sw"]
+    out = run_cli("sweep", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]
+    assert len(rows) == 16 and all(0 < r["final_test_accuracy"] <= 1 for r in rows)
+    assert {(r["learning_rate"], r["momentum"]) for r in rows} == {
+        (lr, m) for lr in (0.02, 0.05, 0.1, 0.2) for m in (0.0, 0.5, 0.9, 0.95)
+    }
+    with open(tmp_path / "sw" / "sweep.csv") as f:
+        assert len(list(csv.DictReader(f))) == 16
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 10_000
+    assert "16 point(s)" in out.stderr  # one group: they share a program
+    point = tmp_path / "sw" / "learning_rate=0.05,momentum=0.9"
+    assert json.loads((point / "summary.json").read_text())["steps"] == 60 and (point / "trace.npz").exists()
+    # Rerunning skips every finished point (nothing is recomputed) and rewrites the same table.
+    again = run_cli("sweep", args, tmp_path)
+    assert again.returncode == 0 and "point(s)" not in again.stderr
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"] == rows
+
+
+def test_vmapped_and_one_by_one_sweeps_agree(digits_task):
+    task, data = digits_task
+    k = 4
+    spec = ProtocolSpec(num_workers=k, max_staleness=0)
+    sim = Simulator(task, sgd_server(momentum=0.5), spec, strategy="sequential", chunk=2)
+    n = int(data["train_y"].shape[0])
+    members = [
+        Member(
+            task.init(jax.random.key(s)),
+            make_schedule(jax.random.key(s), ProtocolSpec(num_workers=k, max_staleness=b), num_steps=24),
+            {"learning_rate": lr},
+            sampler(n, k, seed=s),
+            KEY,
+            (12,),
+        )
+        for s, b, lr in ((0, 0, 0.05), (1, 2, 0.1), (2, -1, 0.02))
+    ]
+    cuts: list = []
+    one = sweep(sim, members, data, strategy="sequential", on_cut=lambda i, e, st, loss: cuts.append((i, e, len(loss))))
+    together = sweep(sim, members, data, strategy="vmapped")
+    for a, b in zip(one, together, strict=True):
+        assert_trees_close(a.server.params, b.server.params, atol=1e-5)
+    assert sorted(cuts) == sorted([(i, e, g) for i, m in enumerate(members) for e, g in _cut_counts(m.trace, 12)])
+
+
+def _cut_counts(trace, cut):
+    grads = np.cumsum(trace.step >= 0)
+    return [(cut, int(grads[cut - 1])), (len(trace), int(grads[-1] - grads[cut - 1]))]
+
+
+def test_points_that_share_a_program_are_grouped():
+    base = get_config()
+    base.mode, base.num_workers = "sim", 4
+    same = [
+        apply(base, p) for p in grid(base, [("learning_rate", "0.1,0.2"), ("seed", "0,1"), ("max_staleness", "1,2")])
+    ]
+    assert len({program_key(c) for c in same}) == 1
+    other = [apply(base, p) for p in grid(base, [("num_workers", "4,8")])]
+    assert len({program_key(c) for c in other}) == 2
+    unbounded = apply(base, grid(base, [("max_staleness", "-1")])[0])
+    assert program_key(unbounded) != program_key(same[0])  # a group of 1 against a group of K
+
+
+def test_bad_sweep_arguments_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="--sweep.x="):
+        split_argv(["prog", "--sweep.x="])
+    with pytest.raises(ConfigError, match="unknown config key 'lerning_rate'"):
+        grid(get_config(), [("lerning_rate", "0.1,0.2")])
+    with pytest.raises(ConfigError, match="--sweep.num_workers value '2.5' is not allowed; use int"):
+        grid(get_config(), [("num_workers", "2,2.5")])
+    err = one_line_error(run_cli("sweep", ["--sweep.steps=a,b", "--workdir=sw"], tmp_path))
+    assert "--sweep.steps value 'a' is not allowed" in err
+    err = one_line_error(run_cli("sweep", ["--workdir=sw"], tmp_path))
+    assert "nothing to sweep" in err
