@@ -63,7 +63,7 @@ def plot(rows: list[Row], metric: str, path: str) -> None:
                     ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="w", fontsize=8)
         fig.colorbar(im, label=metric)
     elif len(keys) == 1:
-        ax.plot([r.point.overrides[keys[0]] for r in rows], values, "o-")
+        ax.plot([r.point.overrides[keys[0]] for r in rows], [np.nan if v is None else v for v in values], "o-")
         ax.set(xlabel=keys[0], ylabel=metric)
     else:
         ax.barh([r.point.name for r in rows], [np.nan if v is None else v for v in values])
