@@ -10,23 +10,25 @@ from absl import flags
 
 from asgdjax.cli import fail, run_app
 
-flags.DEFINE_string("dataset", "digits", "Dataset to prepare: digits, mnist or cifar10.")
+flags.DEFINE_string("dataset", "digits", "Dataset to prepare: digits, mnist, cifar10 or imagenet2012.")
 flags.DEFINE_string("npz", None, "Local .npz with x_train/y_train/x_test/y_test (mnist, cifar10).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None, "imagenet2012: the folder holding ILSVRC2012_img_train.tar and _val.tar.")
 
 
 def main(argv) -> None:
-    from asgdjax.data import load_dataset, prepare
+    from asgdjax.data import StreamingDataset, load_dataset, prepare
     from asgdjax.errors import ConfigError
 
     del argv
     f = flags.FLAGS
     try:
-        path = prepare(f.dataset, f.data_dir, f.npz)
+        path = prepare(f.dataset, f.data_dir, f.npz, f.manual_dir)
         d = load_dataset(f.dataset, f.data_dir)
     except ConfigError as e:
         fail(str(e))
-    print(f"{f.dataset}: {d.num_train} train / {len(d.test_labels)} test examples in {path}")
+    tests = len(d.test) if isinstance(d, StreamingDataset) else len(d.test_labels)
+    print(f"{f.dataset}: {d.num_train} train / {tests} test examples in {path}")
 
 
 def run() -> None:

@@ -106,6 +106,13 @@ class ReplacementSampler:
         return out
 
 
+def event_seeds(seed: int, workers: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """A 64-bit seed per (worker, step) from the run's seed (host-side augmentation keyed like the batch)."""
+    w = np.asarray(workers).astype(np.uint64)
+    s = np.asarray(steps).astype(np.uint64)
+    return _mix(_mix(_mix(np.asarray([seed & _MASK], np.uint64)) ^ w) ^ s)
+
+
 def make_sampler(
     kind: str, *, num_examples: int, batch_size: int, seed: int, num_workers: int = 1
 ) -> ShardSampler | ReplacementSampler:
@@ -131,7 +138,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser (Steele et al. 2014), elementwise on uint64 (wrapping arithmetic)."""
     with np.errstate(over="ignore"):
-        x = np.asarray(x, np.uint64) + _GOLDEN
+        x = np.asarray(np.asarray(x, np.uint64) + _GOLDEN)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         out: np.ndarray = x ^ (x >> np.uint64(31))

@@ -21,9 +21,11 @@ Data = Any  # a pytree of arrays (on the device), indexed by example along axis 
 class Task(Protocol):
     """`init(key) -> params`; `grad(params, data, indices, key) -> (loss, grads)`.
 
-    Optional: `evaluate(params, data) -> dict[str, float]` (held-out metrics, e.g. test_accuracy), and
+    Optional: `evaluate(params, data) -> dict[str, float]` (held-out metrics, e.g. test_accuracy),
     `partition_specs() -> pytree of PartitionSpec` naming each parameter's logical axes for model
-    parallelism (without it every array is replicated).
+    parallelism (without it every array is replicated), and `load(indices, seeds) -> pytree`: a host-side
+    loader for data too large for the device (then `grad` receives the loaded batch in place of indices;
+    `indices` is int32[n, B], `seeds` uint64[n], the result has the leading axis n; asgdjax.core.inputs).
     """
 
     def init(self, key: jax.Array) -> Params: ...

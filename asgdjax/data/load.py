@@ -7,10 +7,11 @@ import glob
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import numpy as np
 
-from asgdjax.data.registry import DATASETS, DatasetSpec, default_data_dir
+from asgdjax.data.registry import DATASETS, STREAMED, DatasetSpec, default_data_dir
 from asgdjax.errors import ConfigError
 
 
@@ -35,11 +36,30 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamingDataset:
+    """A dataset read batch by batch from disk (ILSVRC-2012): sources with `__len__` and
+    `load(indices, seed=, train=)` (asgdjax.data.imagenet.ImageNetSource), never held in memory."""
+
+    spec: DatasetSpec
+    train: Any
+    test: Any
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    def close(self) -> None:
+        self.train.close()
+        self.test.close()
+
+
 def builder_for(name: str, data_dir: str | None = None, npz: str | None = None):
-    from asgdjax.data import builders
+    import importlib
 
     spec = get_spec(name)
-    builder_cls = getattr(builders, spec.builder)
+    module = "asgdjax.data.imagenet.prepare" if name in STREAMED else "asgdjax.data.builders"
+    builder_cls = getattr(importlib.import_module(module), spec.builder)
     builder = builder_cls(data_dir=data_dir or default_data_dir(), file_format="array_record")
     builder.npz_path = npz
     return builder
@@ -50,9 +70,16 @@ def is_prepared(name: str, data_dir: str | None = None) -> bool:
     return os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json"))
 
 
-def prepare(name: str, data_dir: str | None = None, npz: str | None = None) -> str:
-    """Build the TFDS array_record files for `name` (from `npz` for mnist/cifar10); returns their folder."""
+def prepare(name: str, data_dir: str | None = None, npz: str | None = None, manual_dir: str | None = None) -> str:
+    """Build the TFDS array_record files for `name` (from `npz` for mnist/cifar10, from the official
+    archives in `manual_dir` for imagenet2012); returns their folder."""
     spec = get_spec(name)
+    if name in STREAMED:
+        if not manual_dir:
+            raise ConfigError(f"dataset {name!r} needs --manual_dir=FOLDER; e.g. {spec.prepare_hint}")
+        from asgdjax.data.imagenet import prepare_imagenet
+
+        return prepare_imagenet(manual_dir, data_dir)
     if not spec.embedded:
         if not npz:
             raise ConfigError(f"dataset {name!r} needs --npz=PATH to prepare offline; e.g. {spec.prepare_hint}")
@@ -68,9 +95,21 @@ def prepare(name: str, data_dir: str | None = None, npz: str | None = None) -> s
     return str(builder.data_dir)
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
-    """Read both splits into memory; the embedded `digits` is prepared on first use, others must be."""
+def load_dataset(name: str, data_dir: str | None = None, *, workers: int = 1) -> ArrayDataset | StreamingDataset:
+    """Read both splits into memory (streamed datasets: open them, `workers` decode processes each); the
+    embedded `digits` is prepared on first use, others must be."""
     spec = get_spec(name)
+    if name in STREAMED:
+        if not is_prepared(name, data_dir):
+            where = data_dir or default_data_dir()
+            raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
+        from asgdjax.data.imagenet import ImageNetSource
+
+        return StreamingDataset(
+            spec,
+            ImageNetSource(data_dir, "train", workers=workers),
+            ImageNetSource(data_dir, "validation", workers=workers),
+        )
     if not is_prepared(name, data_dir):
         if not spec.embedded:
             where = data_dir or default_data_dir()

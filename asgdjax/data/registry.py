@@ -45,7 +45,20 @@ DATASETS: dict[str, DatasetSpec] = {
         "asgdjax-prepare --dataset=cifar10 --npz=../shared/data/cifar10_jpeg_q75.npz",
         True,
     ),
+    "imagenet2012": DatasetSpec(
+        "imagenet2012",
+        "AsgdImagenet2012",  # asgdjax.data.imagenet.prepare: streamed from disk, never held in memory
+        (224, 224, 3),
+        1000,
+        (0.485, 0.456, 0.406),  # the usual ILSVRC-2012 training-set statistics, 0..1 scale, RGB
+        (0.229, 0.224, 0.225),
+        False,
+        "asgdjax-prepare --dataset=imagenet2012 --manual_dir=FOLDER (holding ILSVRC2012_img_train.tar and "
+        "ILSVRC2012_img_val.tar)",
+        False,  # the random 224 crop + flip happens on the host, in ImageNetSource.load
+    ),
 }
+STREAMED = ("imagenet2012",)  # datasets read batch by batch from disk (asgdjax.data.StreamingDataset)
 
 
 def default_data_dir() -> str:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asgdjax.core.inputs import one_event
 from asgdjax.core.local import sgd_step
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.task import Task
@@ -35,6 +36,7 @@ class GradientWorker:
 
     def __init__(self, task: Task, data, sampler: Sampler, key_data, worker: int, local_updates: bool, llr):
         self.worker, self.sampler, self.local_updates = np.int32(worker), sampler, local_updates
+        self.task = task
         self.data = jax.device_put(data)
         self._grad = jax.jit(grad_step(task, jax.random.wrap_key_data(key_data)))
         self._local = jax.jit(sgd_step)
@@ -47,8 +49,8 @@ class GradientWorker:
             self.params = jax.device_put(params)
         if self.params is None:
             raise RuntimeError(f"worker {int(self.worker)} has no parameters (restarted without a fetch)")
-        idx = self.sampler.indices(np.asarray([self.worker]), np.asarray([s]))[0]
-        loss, g = self._grad(self.params, self.data, idx, self.worker, np.int32(s))
+        batch = one_event(self.task, self.sampler, int(self.worker), s)
+        loss, g = self._grad(self.params, self.data, batch, self.worker, np.int32(s))
         if self.local_updates:
             self.params = self._local(self.params, g, self.llr)
         return jax.device_get((loss, g))

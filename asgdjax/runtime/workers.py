@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asgdjax.core.inputs import one_event
 from asgdjax.core.local import local_sgd
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.task import Params, Task, batch_key
@@ -60,6 +61,11 @@ class LocalWorkers:
             # One program per group with declared shardings: params/gradients split by the rules table.
             self._grad[pl] = jax.jit(grad, in_shardings=(sh, rep, pl.batch, rep, rep), out_shardings=(rep, sh))
         self._local_step = jax.jit(local_sgd)
+        self.task, self._loads = task, hasattr(task, "load")
+        self._prefetch: dict[tuple[int, int], cf.Future] = {}
+        self._loader = (
+            cf.ThreadPoolExecutor(max_workers=self.K, thread_name_prefix="asgd-load") if self._loads else None
+        )
         self._grads: dict[tuple[int, int], tuple[Any, Params]] = {}
         self._pool: cf.ThreadPoolExecutor | None = None
         self.local: list[Params] = [None] * self.K
@@ -78,13 +84,22 @@ class LocalWorkers:
 
     def submit(self, worker: int, step: int) -> Dispatched:
         pl = self.placements[worker]
-        idx = self.sampler.indices(np.asarray([worker]), np.asarray([step]))[0]
+        batch = self._inputs(worker, step)
         # numpy arguments follow the committed parameters onto the worker's devices
-        loss, g = self._grad[pl](self.local[worker], self._data[pl], idx, np.int32(worker), np.int32(step))
+        loss, g = self._grad[pl](self.local[worker], self._data[pl], batch, np.int32(worker), np.int32(step))
         self._grads[(worker, step)] = (loss, g)
         at = time.perf_counter()
         future = done_future(_ready_at(g)) if self._pool is None else self._pool.submit(_ready_at, g)
         return Dispatched(future, at)
+
+    def _inputs(self, worker: int, step: int) -> Any:
+        """This step's batch; a task with a host loader gets the next one loaded meanwhile (a thread)."""
+        if self._loader is None:
+            return one_event(self.task, self.sampler, worker, step)
+        ready = self._prefetch.pop((worker, step), None)
+        batch = ready.result() if ready is not None else one_event(self.task, self.sampler, worker, step)
+        self._prefetch[(worker, step + 1)] = self._loader.submit(one_event, self.task, self.sampler, worker, step + 1)
+        return batch
 
     def take(self, worker: int, step: int) -> tuple[Any, Params]:
         return self._grads.pop((worker, step))
@@ -110,9 +125,12 @@ class LocalWorkers:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self._prefetch.clear()
 
     def shutdown(self) -> None:
         self.close()
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
 
 
 def _ready_at(x: Any) -> float:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asgdjax.core.inputs import batch_inputs
 from asgdjax.core.local import sgd_step
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
@@ -149,8 +150,8 @@ class Simulator:
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             if b <= start_event:
                 continue
-            indices = batch_indices(trace, sampler, int(a), int(b))
-            chunk = wave_arrays(trace, int(a), int(b), self.C, indices)
+            inputs = batch_inputs(self.task, sampler, trace.worker[a:b], trace.step[a:b])
+            chunk = wave_arrays(trace, int(a), int(b), self.C, inputs)
             state, losses = step(state, data, chunk, hparams, data_key)
             if callback is not None:
                 callback(int(b), state, losses)
@@ -235,7 +236,7 @@ class Simulator:
 
         if self.strategy == "waves":  # every slot's parameters are final at the wave's start
             slot_params = jax.tree.map(lambda x: x[self._slot(chunk["worker"], chunk["v_read"])], state.local)
-            losses, grads = jax.vmap(grad)(slot_params, chunk["indices"], keys)
+            losses, grads = jax.vmap(grad)(slot_params, chunk["inputs"], keys)
             body = lambda st, xs: (self._event(server, st, xs[0], xs[1], hparams), None)
             state, _ = jax.lax.scan(body, state, (events, grads), unroll=self.C <= 32)
         elif self.strategy == "scan":
@@ -248,13 +249,13 @@ class Simulator:
                 loss, g = jax.lax.cond(ev["compute"], lambda: grad(p, idx, key), skip)
                 return self._event(server, st, ev, g, hparams), loss
 
-            state, losses = jax.lax.scan(body, state, (events, chunk["indices"], keys))
+            state, losses = jax.lax.scan(body, state, (events, chunk["inputs"], keys))
         else:  # unrolled: each gradient sees the state left by the events before it
             out = []
             for j in range(self.C):
                 ev = _index(events, j)
                 loss, g = grad(
-                    _index(state.local, self._slot(ev["worker"], ev["v_read"])), chunk["indices"][j], keys[j]
+                    _index(state.local, self._slot(ev["worker"], ev["v_read"])), _index(chunk["inputs"], j), keys[j]
                 )
                 state = self._event(server, state, ev, g, hparams)
                 out.append(loss)
@@ -375,6 +376,8 @@ def _describe(meta: dict) -> str:
 def _gradient_seconds(task: Task, params: Params, data: Any, batch_size: int) -> float | None:
     """Seconds one gradient takes on this backend (best of 3 after compiling); None for convolutional
     tasks on XLA:CPU, which must not run inside a scan there (its loop-body conv emitter is slow)."""
+    if hasattr(task, "load"):  # batches come from a host loader: the step is not cheap
+        return None
     idx = jnp.zeros((batch_size,), jnp.int32)
     key = jax.random.key(0)
     if jax.default_backend() == "cpu":
@@ -389,13 +392,3 @@ def _gradient_seconds(task: Task, params: Params, data: Any, batch_size: int) ->
         jax.block_until_ready(fn(params, data, idx, key))
         best = min(best, time.perf_counter() - t)
     return best
-
-
-def batch_indices(trace: Trace, sampler: Sampler, start: int, stop: int) -> np.ndarray:
-    """Example indices of events [start, stop): worker w's step s batch (fetch-only events get zeros)."""
-    steps = trace.step[start:stop]
-    out = np.zeros((stop - start, sampler.batch_size), np.int32)
-    computed = steps >= 0
-    if computed.any():
-        out[computed] = sampler.indices(trace.worker[start:stop][computed], steps[computed])
-    return out

@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asgdjax.core.inputs import batch_inputs
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.task import Params
 from asgdjax.core.trace import Trace
-from asgdjax.sim.engine import SimState, Simulator, batch_indices
+from asgdjax.sim.engine import SimState, Simulator
 from asgdjax.sim.waves import wave_arrays
 
 STRATEGIES = ("auto", "vmapped", "sequential")
@@ -87,7 +88,10 @@ def _lockstep(sim: Simulator, members: list[Member], data: Any, on_cut: OnCut | 
             for b, m in zip(bounds, members, strict=True)
         ]
         chunks = [
-            wave_arrays(m.trace, lo, hi, sim.C, _indices(m, lo, hi)) for m, (lo, hi) in zip(members, spans, strict=True)
+            wave_arrays(
+                m.trace, lo, hi, sim.C, batch_inputs(sim.task, m.sampler, m.trace.worker[lo:hi], m.trace.step[lo:hi])
+            )
+            for m, (lo, hi) in zip(members, spans, strict=True)
         ]
         batch = {k: np.stack([ch[k] for ch in chunks]) for k in chunks[0]}
         state, losses = step(state, data, batch, hp, keys)
@@ -109,12 +113,6 @@ def _computed(trace: Trace, lo: int, hi: int, losses: jax.Array) -> tuple[jax.Ar
 
 def _flatten(pending: list[tuple[jax.Array, np.ndarray]]) -> np.ndarray:
     return np.concatenate([np.asarray(x)[: len(mask)][mask] for x, mask in pending])
-
-
-def _indices(m: Member, lo: int, hi: int) -> np.ndarray:
-    if hi > lo:
-        return batch_indices(m.trace, m.sampler, lo, hi)
-    return np.zeros((0, m.sampler.batch_size), np.int32)
 
 
 _CACHE: dict[int, tuple[Simulator, Any]] = {}

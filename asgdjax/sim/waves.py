@@ -9,6 +9,9 @@ waves of exactly K; synchronous SGD is one wave per update.
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import numpy as np
 
 from asgdjax.core.trace import Trace
@@ -34,10 +37,11 @@ def partition_waves(trace: Trace, wave_size: int) -> np.ndarray:
     return np.asarray(sorted(set(bounds)), np.int64)
 
 
-def wave_arrays(trace: Trace, start: int, stop: int, wave_size: int, indices: np.ndarray) -> dict:
-    """Padded per-slot arrays for events [start, stop): the input of one compiled wave step.
+def wave_arrays(trace: Trace, start: int, stop: int, wave_size: int, inputs: Any) -> dict:
+    """Padded per-slot arrays for events [start, stop): the input of one compiled call.
 
-    `indices` holds the batch example indices of those events, shape (stop - start, batch).
+    `inputs` holds those events' batch inputs (example indices, or a loaded batch), leading axis
+    stop - start (asgdjax.core.inputs.batch_inputs).
     """
     n = stop - start
     pad = wave_size - n
@@ -45,7 +49,6 @@ def wave_arrays(trace: Trace, start: int, stop: int, wave_size: int, indices: np
     def col(a, fill=0):
         return np.concatenate([a[start:stop], np.full(pad, fill, a.dtype)])
 
-    batch = indices.shape[1]
     return {
         "valid": np.arange(wave_size) < n,
         "worker": col(trace.worker),
@@ -54,5 +57,5 @@ def wave_arrays(trace: Trace, start: int, stop: int, wave_size: int, indices: np
         "apply": col(trace.apply, False),
         "fetch": col(trace.fetch),
         "v_read": col(trace.v_read),
-        "indices": np.concatenate([indices, np.zeros((pad, batch), np.int32)]).astype(np.int32),
+        "inputs": jax.tree.map(lambda x: np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]), inputs),
     }

@@ -14,7 +14,7 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from asgdjax.core import health
-from asgdjax.data import ArrayDataset
+from asgdjax.data import ArrayDataset, StreamingDataset
 from asgdjax.errors import Diverged
 from asgdjax.train.outputs import Checkpoints, MetricsWriter
 from asgdjax.train.task import ClassificationTask
@@ -25,7 +25,7 @@ class RunContext:
     config: Any
     workdir: str
     task: ClassificationTask
-    dataset: ArrayDataset
+    dataset: ArrayDataset | StreamingDataset
     data: dict
     optimizer: optax.GradientTransformation
     writer: MetricsWriter

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import jax
 
 from asgdjax.core.health import CollapseDetector
-from asgdjax.data import ArrayDataset, load_dataset
+from asgdjax.data import ArrayDataset, StreamingDataset, load_dataset
 from asgdjax.errors import ConfigError
 from asgdjax.models import get_model, param_count
 from asgdjax.parallel import Placement, group_devices
@@ -19,7 +19,7 @@ from asgdjax.train.build import optimizer_from_config, sampler_from_config
 from asgdjax.train.loop import RunContext, final_health
 from asgdjax.train.outputs import Checkpoints, MetricsWriter, write_json
 from asgdjax.train.sizes import check_memory
-from asgdjax.train.task import ClassificationTask, device_data
+from asgdjax.train.task import ClassificationTask, device_data, make_task
 from asgdjax.train.validate import validate
 from asgdjax.train.workdir import Workdir, check_location
 
@@ -27,7 +27,7 @@ from asgdjax.train.workdir import Workdir, check_location
 class RunSetup(NamedTuple):
     """Everything checked and built before the workdir is touched."""
 
-    dataset: ArrayDataset
+    dataset: ArrayDataset | StreamingDataset
     task: ClassificationTask
     placement: Placement
     optimizer: Any
@@ -50,15 +50,19 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
         done = wd.complete_summary(config.steps)
         if done is not None:
             return {**done, "already_complete": True}
-        return _train_in(wd, config, setup, show_progress)
+        try:
+            return _train_in(wd, config, setup, show_progress)
+        finally:
+            if isinstance(setup.dataset, StreamingDataset):
+                setup.dataset.close()
 
 
 def prepare(config) -> RunSetup:
     """Load and check everything the run needs (no file is written)."""
-    dataset = load_dataset(config.dataset, config.data_dir or None)
+    dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers)
     spec = dataset.spec
     model = get_model(config.model, spec.num_classes, spec.image_shape)
-    task = ClassificationTask(model, spec, augment=bool(config.augment and spec.augment))
+    task = make_task(model, dataset, augment=config.augment, eval_examples=config.eval_examples)
     sampler_from_config(config, dataset.num_train)  # batch_size against every worker's shard
     if config.mode == "sim" and config.trace:
         from asgdjax.train.sim import load_trace

@@ -9,18 +9,24 @@ import numpy as np
 
 from asgdjax.core.memory import Estimate, check_fits, simulator_bytes
 from asgdjax.core.protocol import ProtocolSpec
-from asgdjax.data import ArrayDataset
+from asgdjax.data import ArrayDataset, StreamingDataset
 from asgdjax.train.task import ClassificationTask
 
 OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adam": 2}
 
 
-def estimate(config: Any, task: ClassificationTask, dataset: ArrayDataset) -> Estimate:
+def estimate(config: Any, task: ClassificationTask, dataset: ArrayDataset | StreamingDataset) -> Estimate:
     """Bytes of the run's largest resident set: the simulator's state (sim), the workers' copies and the
     server (async, all on this host's devices), or parameters + optimizer (sync); plus the data."""
     abstract = jax.eval_shape(task.init, jax.random.key(0))
     p = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-    data = sum(a.nbytes for a in (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels))
+    data = (
+        0
+        if isinstance(dataset, StreamingDataset)
+        else sum(
+            a.nbytes for a in (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
+        )
+    )
     opt = OPTIMIZER_COPIES.get(config.optimizer, 2) + (config.num_workers if config.rule == "dc_asgd_adaptive" else 0)
     if config.mode == "sync":
         return Estimate((2 + opt) * p + data, {"parameters + optimizer": (2 + opt) * p, "data on the device": data})
@@ -46,7 +52,7 @@ def estimate(config: Any, task: ClassificationTask, dataset: ArrayDataset) -> Es
     )
 
 
-def check_memory(config: Any, task: ClassificationTask, dataset: ArrayDataset) -> None:
+def check_memory(config: Any, task: ClassificationTask, dataset: ArrayDataset | StreamingDataset) -> None:
     """Refuse, in one line, a run that cannot fit (the estimate, its biggest part, the limit, what to do)."""
     what = f"mode={config.mode} with num_workers={config.num_workers} and model={config.model}"
     advice = "use fewer workers, sim_memory='ring' (plain A-SGD), model_parallel, or a machine with more memory"

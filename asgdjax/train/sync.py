@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import optax
 
+from asgdjax.core.inputs import one_event
 from asgdjax.core.task import batch_key
 from asgdjax.train.build import keys, sampler_from_config
 from asgdjax.train.loop import RunContext, log_and_eval
@@ -37,8 +38,8 @@ def run_sync(ctx: RunContext) -> dict:
     step_fn = make_sync_step(task, ctx.optimizer)
     losses = []
     for step in ctx.progress(start, config.steps):
-        indices = sampler.batch(0, step)
-        params, opt_state, loss = step_fn(params, opt_state, ctx.data, indices, batch_key(run_keys.data, 0, step))
+        batch = one_event(task, sampler, 0, step)
+        params, opt_state, loss = step_fn(params, opt_state, ctx.data, batch, batch_key(run_keys.data, 0, step))
         losses.append(loss)
         done = step + 1
         log_and_eval(ctx, done, params, losses)

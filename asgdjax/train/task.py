@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asgdjax.data import ArrayDataset, DatasetSpec
+from asgdjax.data import ArrayDataset, DatasetSpec, StreamingDataset
 from asgdjax.data.augment import normalize, random_crop_flip
 from asgdjax.models import Classifier
 
@@ -58,9 +59,12 @@ class ClassificationTask:
         """Accuracy and mean loss on the whole test split (padded last batch, masked)."""
         x, y = data["test_x"], data["test_y"]
         n = int(y.shape[0])
+        batches = ((x[a : a + batch_size], y[a : a + batch_size]) for a in range(0, n, batch_size))
+        return self._score(params, batches, n, batch_size)
+
+    def _score(self, params, batches, n: int, batch_size: int) -> dict[str, float]:
         correct = total_nll = 0.0
-        for start in range(0, n, batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        for xb, yb in batches:
             m = int(yb.shape[0])
             mask = jnp.arange(batch_size) < m
             if m < batch_size:
@@ -72,8 +76,49 @@ class ClassificationTask:
         return {"test_accuracy": correct / n, "test_loss": total_nll / n}
 
 
-def device_data(dataset: ArrayDataset, device=None) -> dict[str, jax.Array]:
-    """Put both splits on `device` (default: the first) once."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamingClassificationTask(ClassificationTask):
+    """The classifier on a dataset read from disk batch by batch (ILSVRC-2012): `load` decodes and crops a
+    chunk of batches on the host (random crop + flip keyed by each event's seed), `grad` receives them in
+    place of indices, and `evaluate` streams the held-out split (centre crops)."""
+
+    train: Any = None  # sources with load(indices, seed=, train=) and __len__
+    test: Any = None
+    eval_examples: int = 0  # 0: the whole held-out split
+
+    def load(self, indices: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """{"images": uint8 [n, B, H, W, C], "labels": int32 [n, B]} for n events' batches."""
+        parts = [self.train.load(idx, seed=int(s), train=True) for idx, s in zip(indices, seeds, strict=True)]
+        return {k: np.stack([p[k] for p in parts]) for k in ("images", "labels")}
+
+    def batch_loss(self, params, data: dict, indices: Any, key: jax.Array) -> jax.Array:
+        """`indices` is the loaded batch here ({"images", "labels"}), as asgdjax.core.inputs passes it."""
+        batch = indices
+        x = normalize(batch["images"], self.spec.mean, self.spec.std)
+        return self.model.loss(params, x, batch["labels"], key=jax.random.split(key)[1])
+
+    def evaluate(self, params, data: dict, batch_size: int = 250) -> dict[str, float]:
+        n = min(len(self.test), self.eval_examples or len(self.test))
+
+        def batches():
+            for a in range(0, n, batch_size):
+                b = self.test.load(np.arange(a, min(a + batch_size, n)), seed=0, train=False)
+                yield jnp.asarray(b["images"]), jnp.asarray(b["labels"])
+
+        return self._score(params, batches(), n, batch_size)
+
+
+def make_task(model: Classifier, dataset: ArrayDataset | StreamingDataset, *, augment: bool, eval_examples: int = 0):
+    """The classification task of a dataset held in memory (indices gathered on the device) or streamed."""
+    if isinstance(dataset, StreamingDataset):
+        return StreamingClassificationTask(model, dataset.spec, False, dataset.train, dataset.test, eval_examples)
+    return ClassificationTask(model, dataset.spec, augment=bool(augment and dataset.spec.augment))
+
+
+def device_data(dataset: ArrayDataset | StreamingDataset, device=None) -> dict[str, jax.Array]:
+    """Put both splits on `device` (default: the first) once; a streamed dataset has nothing to put."""
+    if isinstance(dataset, StreamingDataset):
+        return {}
     arrays = {
         "train_x": dataset.train_images,
         "train_y": dataset.train_labels,

@@ -7,7 +7,7 @@ import functools
 import importlib.util
 import os
 
-from asgdjax.data.registry import DatasetSpec
+from asgdjax.data.registry import DATASETS, DatasetSpec
 from asgdjax.errors import ConfigError
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -15,17 +15,7 @@ VAL_TAR = "ILSVRC2012_img_val.tar"
 NUM_VALIDATION = 50_000  # ILSVRC2012_val_00000001.JPEG .. ILSVRC2012_val_00050000.JPEG
 SPLITS = ("train", "validation")
 
-IMAGENET_SPEC = DatasetSpec(
-    name="imagenet2012",
-    builder="AsgdImagenet2012",  # in asgdjax.data.imagenet.prepare (not asgdjax.data.builders)
-    image_shape=(224, 224, 3),
-    num_classes=1000,
-    mean=(0.485, 0.456, 0.406),  # the usual ILSVRC-2012 training-set statistics, 0..1 scale, RGB
-    std=(0.229, 0.224, 0.225),
-    embedded=False,
-    prepare_hint="asgdjax-prepare --dataset=imagenet2012 --manual_dir=FOLDER",
-    augment=False,  # the random 224 crop + flip happens on the host, in ImageNetSource.load
-)
+IMAGENET_SPEC: DatasetSpec = DATASETS["imagenet2012"]  # registered with the others (asgdjax.data.registry)
 
 # Where TFDS keeps its copies (the first is TFDS >= 4.9's layout, the second older releases').
 _LABEL_FILES = {

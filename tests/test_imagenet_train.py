@@ -1,0 +1,54 @@
+"""The paper's own setting end to end on a miniature ILSVRC-2012: prepared through asgdjax-prepare from the
+official archive layout, trained through asgdjax-train with the AlexNet config (streamed from disk, host
+crops), and an asynchronous run replayed exactly by the simulator. Full tier: AlexNet on a CPU is slow."""
+
+import json
+
+import pytest
+from helpers import assert_trees_close, checkpoint_state, run_cli
+
+from asgdjax.data.imagenet import make_miniature
+
+pytestmark = pytest.mark.slow
+SMALL = ["--config.batch_size=4", "--config.log_every=2", "--config.eval_examples=8", "--noprogress"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ilsvrc")
+    make_miniature(str(root / "manual"), classes=3, train_per_class=12, val=8)
+    env = {"TFDS_DATA_DIR": str(root / "tfds")}
+    out = run_cli("prepare", ["--dataset=imagenet2012", f"--manual_dir={root / 'manual'}"], root, env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "imagenet2012: 36 train / 8 test examples" in out.stdout
+    return root, env
+
+
+def test_the_alexnet_imagenet_config_trains_from_the_miniature(prepared):
+    root, env = prepared
+    args = ["--config=asgdjax/configs/alexnet_imagenet.py", "--config.steps=4", "--config.eval_every=4"]
+    args = [a.replace("asgdjax/", f"{_repo()}/asgdjax/") for a in args]
+    out = run_cli("train", [*args, *SMALL, "--config.checkpoint_every=4", "--workdir=sync"], root, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    s = json.loads((root / "sync" / "summary.json").read_text())
+    assert s["dataset"] == "imagenet2012" and s["parameters"] == 61_100_840 and s["gradients"] == 4
+
+
+def test_an_async_imagenet_run_replays_exactly(prepared):
+    root, env = prepared
+    base = [f"--config={_repo()}/asgdjax/configs/alexnet_imagenet.py", "--config.num_workers=2", "--config.steps=6"]
+    base += ["--config.eval_every=6", "--config.checkpoint_every=6", "--config.warm_start_steps=0", *SMALL]
+    out = run_cli("train", [*base, "--config.mode=async", "--workdir=async"], root, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trace = root / "async" / "trace.npz"
+    out = run_cli("train", [*base, "--config.mode=sim", f"--config.trace={trace}", "--workdir=replay"], root, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    real = checkpoint_state(str(root / "async"))["server"]["params"]
+    replayed = checkpoint_state(str(root / "replay"))["sim"]["server"]["params"]
+    assert_trees_close(real, replayed, atol=1e-5)
+
+
+def _repo():
+    import os
+
+    return os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
