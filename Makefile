@@ -10,8 +10,8 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): setup.cfg pyproject.toml $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[test]"
+$(STAMP): setup.cfg pyproject.toml constraints.txt $(VENV)/bin/python
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

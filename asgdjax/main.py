@@ -18,6 +18,9 @@ from asgdjax.cli import config_path, exhaustion, fail, kept, run_app
 
 flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds a run); default runs/<config name>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool(
+    "dry_run", False, "Check the config, the data, the workdir and the sizes, say what would run, write nothing."
+)
 
 
 def main(argv) -> None:
@@ -32,9 +35,12 @@ def main(argv) -> None:
     )
     logging.set_verbosity(logging.WARNING)
     try:
-        from asgdjax.train import train
+        from asgdjax.train import check, train
         from asgdjax.train.report import print_summary
 
+        if flags.FLAGS.dry_run:
+            print(f"asgdjax-train: ok: {check(config, workdir)}")
+            return
         summary = train(config, workdir, show_progress=flags.FLAGS.progress)
         if summary.get("already_complete"):
             print(

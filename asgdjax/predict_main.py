@@ -69,6 +69,7 @@ def run(config, counts: list[int]) -> None:
     else:  # a short real run, no evaluation (it would pause the workers and skew the clock)
         c = config.copy_and_resolve_references()
         c.mode, c.num_workers, c.steps = "async", FLAGS.calibrate_workers, FLAGS.calibrate_steps
+        c.warm_start_steps = 0  # every worker must step from the start: each one's step times are the clock
         c.eval_every = c.log_every = c.checkpoint_every = c.steps
         out = os.path.join(FLAGS.workdir, "calibration_run")
         train(c, out, show_progress=FLAGS.progress)

@@ -36,6 +36,7 @@ flags.DEFINE_string("setting", "cifar10", "paine2013 config variant: cifar10, mn
 flags.DEFINE_string("profile", "paine2013_gigabit", "Hardware profile: a name in asgdjax/configs/hardware or a path.")
 flags.DEFINE_string("clients", "1,2,4,8,16", "Client counts.")
 flags.DEFINE_string("n_sync", "1,10,100,300", "n_fetch = n_push values.")
+flags.DEFINE_string("cold", "", "Client counts that also run a cold start (default: all).")
 flags.DEFINE_float("late", 0.75, "The target error is what one client reaches at this fraction of its run.")
 flags.DEFINE_string("outdir", "experiments/results/paper_gpu_asgd", "Where JSON, PNG and run folders go.")
 FLAGS = flags.FLAGS
@@ -56,6 +57,8 @@ def main(argv):
     many = ",".join(x for x in clients.split(",") if int(x) > 1)
     warm = f"{base.warm_start_steps},0"
     points = grid(clocked, [("num_workers", many), ("n_fetch", n_sync), ("warm_start_steps", warm)])
+    cold = {int(x) for x in FLAGS.cold.split(",") if x} or {int(x) for x in many.split(",")}
+    points = [p for p in points if p.overrides["warm_start_steps"] or p.overrides["num_workers"] in cold]
     for p in points:
         p.overrides["n_push"] = p.overrides["n_fetch"]
     # The baseline, as in the paper: one GPU training alone, no parameter server, nothing to communicate.

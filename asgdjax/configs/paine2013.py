@@ -17,9 +17,9 @@ def get_config(arg: str = "cifar10"):
     c.rule, c.momentum_compensation = "staleness_lr", "none"
     if arg == "cifar10":
         c.dataset, c.model, c.augment = "cifar10", "cifar_18pct", True
-        c.batch_size, c.steps, c.warm_start_steps = 64, 1600, 150  # 4 epochs of the 25k set
+        c.batch_size, c.steps, c.warm_start_steps = 64, 1200, 150  # 3 epochs of the 25k set
         c.learning_rate, c.momentum, c.weight_decay, c.lr_schedule = 0.05, 0.5, 5e-4, "cosine"
-        c.eval_every, c.log_every = 100, 50
+        c.eval_every, c.log_every = 150, 50
     elif arg == "mnist":
         c.dataset, c.model = "mnist", "small_cnn"
         c.batch_size, c.steps, c.warm_start_steps = 32, 800, 100

@@ -57,6 +57,21 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
                 setup.dataset.close()
 
 
+def check(config, workdir: str) -> str:
+    """Everything `train` checks before writing (config, workdir, data, shards, trace, memory), and nothing
+    else: what would run, in a line."""
+    validate(config)
+    check_location(workdir)
+    setup = prepare(config)
+    if isinstance(setup.dataset, StreamingDataset):
+        setup.dataset.close()
+    workers = "" if config.mode == "sync" else f", {config.num_workers} workers ({config.protocol})"
+    return (
+        f"mode={config.mode}{workers}, {config.model} on {config.dataset} ({setup.dataset.num_train} training "
+        f"examples), {config.steps} gradients of {config.batch_size}, into {os.path.abspath(workdir)}"
+    )
+
+
 def prepare(config) -> RunSetup:
     """Load and check everything the run needs (no file is written)."""
     dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers)
