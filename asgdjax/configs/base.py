@@ -15,6 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset = "digits"  # digits (embedded) | mnist | cifar10 (prepared with asgdjax-prepare)
     c.data_dir = ""  # TFDS data folder; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.model = "small_cnn"  # small_cnn | mlr | mlp | mlp3 | cifar_18pct | cifar_80sec | alexnet
+    c.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters, optimizer and gradients stay float32)
     c.augment = False  # random crop + flip (natural-image datasets only)
     c.batch_size = 32  # examples per gradient (per worker)
     c.steps = 1000  # gradients computed in all (= updates in sync mode)

@@ -131,7 +131,7 @@ def model_bytes(config: Any) -> int:
     from asgdjax.models import get_model
 
     spec = get_spec(config.dataset)
-    model = get_model(config.model, spec.num_classes, spec.image_shape)
+    model = get_model(config.model, spec.num_classes, spec.image_shape, dtype=config.dtype)
     shapes = jax.eval_shape(model.init, jax.random.key(0))
     return sum(int(x.size) * 4 for x in jax.tree.leaves(shapes))
 

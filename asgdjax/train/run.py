@@ -76,7 +76,7 @@ def prepare(config) -> RunSetup:
     """Load and check everything the run needs (no file is written)."""
     dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers)
     spec = dataset.spec
-    model = get_model(config.model, spec.num_classes, spec.image_shape)
+    model = get_model(config.model, spec.num_classes, spec.image_shape, dtype=config.dtype)
     task = make_task(model, dataset, augment=config.augment, eval_examples=config.eval_examples)
     sampler_from_config(config, dataset.num_train)  # batch_size against every worker's shard
     if config.mode == "sim" and config.trace:
@@ -131,6 +131,7 @@ def _summary(ctx: RunContext, result: dict) -> dict:
         "mode": config.mode,
         "dataset": config.dataset,
         "model": config.model,
+        "dtype": config.dtype,
         "parameters": param_count(result["params"]),
         "model_parallel": config.model_parallel,
         "parameter_bytes_per_device": bytes_per_device(result["params"]),

@@ -6,7 +6,7 @@ from asgdjax.config_checks import choice, finite_positive, int_at_least
 from asgdjax.core.sampling import SAMPLERS
 from asgdjax.data import DATASETS
 from asgdjax.errors import ConfigError
-from asgdjax.models import MODELS
+from asgdjax.models import DTYPES, MODELS
 from asgdjax.optim import COMPENSATIONS, OPTIMIZERS, SCHEDULES
 
 MODES = ("sync", "sim", "async")
@@ -17,6 +17,7 @@ def validate(config) -> None:
     choice("mode", config.mode, MODES)
     choice("dataset", config.dataset, tuple(sorted(DATASETS)))
     choice("model", config.model, tuple(sorted(MODELS)))
+    choice("dtype", config.dtype, DTYPES)
     choice("optimizer", config.optimizer, OPTIMIZERS)
     choice("lr_schedule", config.lr_schedule, SCHEDULES)
     choice("momentum_compensation", config.momentum_compensation, COMPENSATIONS)
