@@ -28,7 +28,7 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
 @pytest.mark.parametrize(
     "flag,message",
     [
-        ("--config.dataset=svhn", "unknown dataset 'svhn'; allowed: cifar10, digits, mnist"),
+        ("--config.dataset=svhn", "unknown dataset 'svhn'; allowed: cifar10, digits, imagenet2012, mnist"),
         ("--config.model=resnet", "unknown model 'resnet'; allowed:"),
         ("--config.optimizer=lion", "unknown optimizer 'lion'; allowed:"),
         ("--config.mode=hogwild", "unknown mode 'hogwild'; allowed: sync, sim, async"),

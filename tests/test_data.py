@@ -24,7 +24,7 @@ def test_digits_is_embedded_and_split(digits):
 
 
 def test_unknown_and_unprepared_datasets_say_what_to_do(tmp_path):
-    with pytest.raises(ConfigError, match="unknown dataset 'svhn'; allowed: cifar10, digits, mnist"):
+    with pytest.raises(ConfigError, match="unknown dataset 'svhn'; allowed: cifar10, digits, imagenet2012, mnist"):
         load_dataset("svhn")
     with pytest.raises(ConfigError, match="not prepared.*asgdjax-prepare --dataset=mnist --npz="):
         load_dataset("mnist", str(tmp_path))
