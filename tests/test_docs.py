@@ -3,6 +3,7 @@ marked "minutes" (and the config files' Run lines) through --dry_run, which chec
 the workdir and the sizes without training."""
 
 import ast
+import importlib.util
 import os
 import re
 import shlex
@@ -90,6 +91,19 @@ def config_run_lines():
     return found
 
 
+def config_dataset(name: str, command: str) -> str:
+    """The dataset the command trains on: a --config.dataset flag, else the config file's (with its variant)."""
+    flag = re.search(r"--config\.dataset=(\w+)", command)
+    if flag:
+        return flag.group(1)
+    arg = re.search(r"--config=[\w/.]+\.py:([\w,]+)", command)
+    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "asgdjax", "configs", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg.group(1)) if arg else module.get_config()
+    return config.dataset
+
+
 def prepared(dataset: str, npz: str, cwd) -> bool:
     from asgdjax.data import is_prepared
 
@@ -101,10 +115,9 @@ def prepared(dataset: str, npz: str, cwd) -> bool:
 @pytest.mark.parametrize("name,command", config_run_lines(), ids=[f"{n}: {c[:50]}" for n, c in config_run_lines()])
 def test_every_config_files_run_line_checks(checkout, name, command):
     needs = {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}
-    for dataset, npz in needs.items():
-        wanted = dataset in command or dataset in name or (dataset == "cifar10" and "18pct" in command)
-        if wanted and not prepared(dataset, npz, checkout):
-            pytest.skip(f"{dataset} cannot be prepared here ({SHARED_DATA}/{npz} absent)")
+    dataset = config_dataset(name, command)
+    if dataset in needs and not prepared(dataset, needs[dataset], checkout):
+        pytest.skip(f"{dataset} cannot be prepared here ({SHARED_DATA}/{needs[dataset]} absent)")
     if "imagenet" in name:
         pytest.skip("needs the ILSVRC-2012 archives (the full tier trains this config on a miniature)")
     out = run(command, checkout, dry=True)
