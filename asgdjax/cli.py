@@ -45,6 +45,12 @@ class _QuietLibraries(logging.Filter):
         return not any(part in path for part in ("/orbax/", "/tensorflow_datasets/", "/etils/"))
 
 
+def check_target(target: float) -> None:
+    """A target accuracy flag is a fraction in (0, 1]."""
+    if not 0 < target <= 1:
+        fail(f"--target={target!r} is not allowed; use an accuracy in (0, 1]")
+
+
 def quiet_libraries() -> None:
     import absl.logging
 

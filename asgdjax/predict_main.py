@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv) -> None:
-    from asgdjax.cli import fail
+    from asgdjax.cli import check_target, fail
     from asgdjax.errors import ConfigError
 
     if len(argv) > 1:
@@ -44,8 +44,7 @@ def main(argv) -> None:
         fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
     if not counts or min(counts) < 1:
         fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
-    if not 0 < FLAGS.target <= 1:
-        fail(f"--target={FLAGS.target!r} is not allowed; use an accuracy in (0, 1]")
+    check_target(FLAGS.target)
     try:
         run(FLAGS.config, counts)
     except ConfigError as e:
@@ -53,26 +52,22 @@ def main(argv) -> None:
 
 
 def run(config, counts: list[int]) -> None:
-    from asgdjax.predict import Calibration
     from asgdjax.predict.calibration import calibrate_workdir
+    from asgdjax.predict.clock import calibration_run_config, given_clock
     from asgdjax.predict.predict import plot, predict
-    from asgdjax.predict.profiles import profile_path
     from asgdjax.train import train
 
+    given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    if FLAGS.profile:
-        cal = Calibration.load(profile_path(FLAGS.profile))
-    elif FLAGS.calibration:
-        cal = Calibration.load(FLAGS.calibration)
-    elif FLAGS.calibrate_from:
-        cal = calibrate_workdir(FLAGS.calibrate_from)
-    else:  # a short real run, no evaluation (it would pause the workers and skew the clock)
-        c = config.copy_and_resolve_references()
-        c.mode, c.num_workers, c.steps = "async", FLAGS.calibrate_workers, FLAGS.calibrate_steps
-        c.warm_start_steps = 0  # every worker must step from the start: each one's step times are the clock
-        c.eval_every = c.log_every = c.checkpoint_every = c.steps
+    if given is not None:
+        cal = given[0]
+    else:  # a short real run
         out = os.path.join(FLAGS.workdir, "calibration_run")
-        train(c, out, show_progress=FLAGS.progress)
+        train(
+            calibration_run_config(config, FLAGS.calibrate_workers, FLAGS.calibrate_steps),
+            out,
+            show_progress=FLAGS.progress,
+        )
         cal = calibrate_workdir(out)
     cal.save(os.path.join(FLAGS.workdir, "calibration.json"))
     rows = predict(config, cal, counts, FLAGS.target, FLAGS.workdir, FLAGS.eval_every, FLAGS.progress)

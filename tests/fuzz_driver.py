@@ -22,6 +22,7 @@ ENTRIES = {
     "prepare": ("asgdjax.prepare", "run"),
     "predict": ("asgdjax.predict_main", "entry"),
     "sweep": ("asgdjax.sweep_main", "entry"),
+    "plan": ("asgdjax.plan_main", "entry"),
 }
 
 

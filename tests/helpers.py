@@ -145,6 +145,7 @@ SCRIPTS = {
     "prepare": "from asgdjax.prepare import run; run()",
     "predict": "from asgdjax.predict_main import entry; entry()",
     "sweep": "from asgdjax.sweep_main import entry; entry()",
+    "plan": "from asgdjax.plan_main import entry; entry()",
 }
 
 

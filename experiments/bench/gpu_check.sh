@@ -3,6 +3,7 @@
 #   part sim:     simulator overhead (sequential chunks vs vmapped waves) and the vmapped sweep
 #   part session3: model_parallel (mesh path on one GPU), sim_scale, predictor_clock
 #   part runtime: AlexNet b128 plain loop vs runtime with 1 and 4 workers sharing the GPU; runtime scaling
+#   part precision: AlexNet b128 float32 vs bfloat16 step, % of the bf16 peak by an analytic FLOP count
 set -uo pipefail
 OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
 PART=${1:-all}
@@ -23,4 +24,7 @@ fi
 if [ "$PART" = all ] || [ "$PART" = runtime ]; then
   timeout 240 python3 gpu_alexnet.py 2>&1 | grep -v '^I1' | tee "$OUT/gpu_alexnet.txt"
   timeout 90 python3 runtime_scaling.py --quick --workers=1,2,4 2>&1 | grep -v '^I1' | tee "$OUT/runtime_scaling.txt"
+fi
+if [ "$PART" = all ] || [ "$PART" = precision ]; then
+  timeout 240 python3 mixed_precision.py --model=alexnet --batch=128 2>&1 | grep -v '^I1' | tee "$OUT/mixed_precision.txt"
 fi

@@ -1,0 +1,213 @@
+"""Lanes: one simulated training run per (candidate, seed) on the planner's clock, advanced in clock time
+and resumable, so successive halving pays each rung only the time it adds. Candidates that share a
+compiled program (same workers, protocol, rule and run length) share one Simulator."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.core.sampling import Sampler
+from asgdjax.core.trace import Trace
+from asgdjax.errors import ConfigError
+from asgdjax.plan.halving import Score
+from asgdjax.plan.space import Candidate
+from asgdjax.predict.calibration import Calibration
+from asgdjax.predict.predict import sim_config
+from asgdjax.predict.targets import gradient_times
+from asgdjax.sim import Simulator
+from asgdjax.sweep.grid import Point, apply
+from asgdjax.train.build import hparams_from_config, keys, sampler_from_config, schedule_from_config, server_factory
+from asgdjax.train.run import prepare
+from asgdjax.train.task import device_data
+from asgdjax.train.validate import validate
+
+MAX_STEPS_FACTOR = 16  # a lane runs at most this many times the config's steps to fill the budget
+
+
+@dataclasses.dataclass(frozen=True)
+class Clocks:
+    """The clock of each worker count: a calibration per count (workers sharing one machine slow each
+    other, so each count is measured), or one calibration or hardware profile for all."""
+
+    by_workers: dict[int, Calibration] = dataclasses.field(default_factory=dict)
+    default: Calibration | None = None
+
+    def for_workers(self, k: int) -> Calibration:
+        cal = self.by_workers.get(k, self.default)
+        if cal is None:
+            raise ConfigError(f"no clock for {k} workers; calibrated: {sorted(self.by_workers)}")
+        return cal
+
+
+@dataclasses.dataclass
+class Lane:
+    """One candidate's simulated run: its config, schedule, state and evaluations so far."""
+
+    candidate: Candidate
+    config: Any
+    trace: Trace
+    sim: Simulator
+    sampler: Sampler
+    data_key: Any
+    state: Any
+    evals: np.ndarray  # event offsets after which the lane evaluates
+    curve: list = dataclasses.field(default_factory=list)  # (gradients, test accuracy, clock seconds)
+    event: int = 0
+    diverged: bool = False
+
+
+class Lanes:
+    """Simulated runs of candidates derived from `config`, on `clocks`, each up to `budget` clock seconds."""
+
+    def __init__(self, config: Any, clocks: Clocks, *, budget: float, target: float, evals: int = 20) -> None:
+        self.config, self.clocks, self.budget, self.target, self.evals = config, clocks, budget, target, evals
+        setup = prepare(config)
+        self.task, self.num_train = setup.task, setup.dataset.num_train
+        self.data = device_data(setup.dataset)
+        self._lanes: dict[tuple[Candidate, int], Lane] = {}
+        self._sims: dict[tuple, Simulator] = {}
+        self._schedules: dict[tuple, Trace] = {}
+        self._plan: tuple[str, int] | None = None  # the first simulator's (strategy, chunk)
+
+    # ------------------------------------------------------------------------------------------- configs
+    def config_of(self, candidate: Candidate, seed: int = 0) -> Any:
+        """The mode=sim config of `candidate` on its clock, with steps = the gradients of the budget."""
+        c = apply(self.config, Point(candidate.overrides()))
+        c.seed = self.config.seed + seed
+        c = sim_config(c, self.clocks.for_workers(candidate.workers), candidate.workers, c.eval_every)
+        validate(c)
+        c.steps = self._steps(c, candidate, seed)
+        c.eval_every = c.log_every = max(1, c.steps // self.evals)
+        return c
+
+    def _steps(self, c: Any, candidate: Candidate, seed: int) -> int:
+        """Gradients this protocol's workers compute within the budget (from a schedule that runs past it)."""
+        trace = self._schedule(c, candidate, seed, None)
+        return max(candidate.workers, int(np.searchsorted(gradient_times(trace), self.budget, "right")))
+
+    def _schedule(self, c: Any, candidate: Candidate, seed: int, steps: int | None) -> Trace:
+        """The schedule (cached: it depends on workers, protocol and seed, not on the rule or step size)."""
+        key = (candidate.workers, candidate.protocol, seed, steps)
+        if key not in self._schedules:
+            c = copy.deepcopy(c)
+            if steps is None:  # long enough to pass the budget
+                c.steps = self.config.steps
+                while True:
+                    trace = schedule_from_config(c)
+                    times = gradient_times(trace)
+                    if times[-1] > self.budget or c.steps >= MAX_STEPS_FACTOR * self.config.steps:
+                        break
+                    c.steps *= 2
+            else:
+                c.steps = steps
+                trace = schedule_from_config(c)
+            self._schedules[key] = trace
+        return self._schedules[key]
+
+    # --------------------------------------------------------------------------------------------- lanes
+    def lane(self, candidate: Candidate, seed: int = 0) -> Lane:
+        if (candidate, seed) not in self._lanes:
+            c = self.config_of(candidate, seed)
+            trace = self._schedule(c, candidate, seed, c.steps)
+            sim = self._simulator(c, candidate, int(trace.meta.get("lr_schedule_updates", trace.num_updates)))
+            hp, k = hparams_from_config(c), keys(c)
+            grads = np.cumsum(trace.step >= 0)
+            prev = np.concatenate([[0], grads[:-1]])
+            evals = np.flatnonzero(grads // c.eval_every > prev // c.eval_every) + 1
+            state = sim.init(self.task.init(k.init), hp)
+            sampler = sampler_from_config(c, self.num_train)
+            self._lanes[(candidate, seed)] = Lane(candidate, c, trace, sim, sampler, k.data, state, evals)
+        return self._lanes[(candidate, seed)]
+
+    def _simulator(self, c: Any, candidate: Candidate, updates: int) -> Simulator:
+        """One Simulator (one compiled program) per workers x protocol x rule; a decaying learning rate
+        schedule bakes the run's update count into the program too. The first one measures the gradient
+        and picks the strategy and chunk; the others reuse its choice instead of measuring again."""
+        key = (candidate.program, updates if c.lr_schedule != "constant" else 0)
+        if key not in self._sims:
+            spec = ProtocolSpec.from_config(c)
+            strategy, chunk = self._plan or (c.sim_strategy, c.sim_chunk)
+            sim = Simulator(self.task, server_factory(c, updates), spec, strategy=strategy, chunk=chunk)
+            sim.plan(self.task.init(keys(c).init), self.data, c.batch_size)
+            self._plan = self._plan or (sim.strategy, sim.C)
+            self._sims[key] = sim
+        return self._sims[key]
+
+    def release(self, candidate: Candidate, seed: int = 0) -> None:
+        """Free a lane's state (a candidate halving dropped)."""
+        lane = self._lanes.get((candidate, seed))
+        if lane is not None:
+            lane.state = None
+
+    def advance(self, candidate: Candidate, seconds: float, seed: int = 0) -> Score:
+        """Continue the lane to `seconds` on its clock (evaluating on the way) and score it."""
+        lane = self.lane(candidate, seed)
+        times = np.maximum.accumulate(np.asarray(lane.trace.t_arrive))
+        stop = int(np.searchsorted(times, seconds, "right")) if seconds < self.budget else len(lane.trace)
+        if stop > lane.event and not lane.diverged:
+            self._run(lane, stop)
+        return self.score(lane)
+
+    def _run(self, lane: Lane, stop: int) -> None:
+        grads, gtimes = np.cumsum(lane.trace.step >= 0), gradient_times(lane.trace)
+        cuts = set(lane.evals[(lane.evals > lane.event) & (lane.evals <= stop)].tolist()) | {stop}
+        pending: list = []
+        start = [lane.event]
+        limit = float(lane.config.max_train_loss)
+
+        def callback(end: int, state: Any, losses: Any) -> None:
+            pending.append((losses, lane.trace.step[start[0] : end] >= 0))
+            start[0] = end
+            if end not in cuts or lane.diverged:
+                return
+            computed = np.concatenate([np.asarray(x)[: len(m)][m] for x, m in pending])
+            pending.clear()
+            acc = self.task.evaluate(state.server.params, self.data)["test_accuracy"]
+            bad = len(computed) and not (np.all(np.isfinite(computed)) and computed.mean() <= limit)
+            lane.diverged = bool(bad or not math.isfinite(acc))
+            g = int(grads[end - 1])
+            if g:
+                lane.curve.append((g, float(acc), float(gtimes[g - 1])))
+
+        lane.state = lane.sim.run(
+            lane.state,
+            lane.trace.slice(stop),
+            self.data,
+            hparams_from_config(lane.config),
+            lane.sampler,
+            lane.data_key,
+            start_event=lane.event,
+            cuts=tuple(sorted(cuts)),
+            callback=callback,
+        )
+        lane.event = stop
+
+    def score(self, lane: Lane) -> Score:
+        hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)
+        best = max((acc for _, acc, _ in lane.curve), default=0.0)
+        done = int(np.sum(lane.trace.step[: lane.event] >= 0))
+        return Score(hit, best if math.isfinite(best) else 0.0, done, lane.diverged)
+
+    def curve(self, candidate: Candidate, seed: int = 0) -> list[tuple[int, float, float]]:
+        return list(self.lane(candidate, seed).curve)
+
+    def simulated_gradients(self) -> int:
+        """Gradients computed over every lane so far (what the search cost)."""
+        return sum(int((lane.trace.step[: lane.event] >= 0).sum()) for lane in self._lanes.values())
+
+
+def default_budget(config: Any, clocks: Clocks, workers: int, *, progress: Callable[[str], None] = print) -> float:
+    """Clock seconds the config's steps take with `workers` plain asynchronous workers (the budget each
+    candidate gets unless --budget says otherwise)."""
+    c = sim_config(copy.deepcopy(config), clocks.for_workers(workers), workers, config.eval_every)
+    c.protocol, c.n_fetch, c.n_push, c.max_staleness, c.softsync_n = "async", 1, 1, -1, 1
+    seconds = float(gradient_times(schedule_from_config(c))[-1])
+    progress(f"budget: {seconds:.4g} clock seconds ({config.steps} gradients with {workers} workers)")
+    return seconds

@@ -1,0 +1,67 @@
+"""The search: a successive-halving bracket per worker count, then each bracket's winner over seeds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from asgdjax.plan.front import FrontRow, pareto_front, recommend
+from asgdjax.plan.halving import Rung, rung_times, successive_halving
+from asgdjax.plan.lanes import Clocks, Lanes, default_budget
+from asgdjax.plan.space import Space
+
+
+class Plan(NamedTuple):
+    """Everything the planner found (plan.json holds it)."""
+
+    budget: float  # clock seconds each candidate may train
+    brackets: dict[int, list[Rung]]  # per worker count: its halving rungs
+    rows: list[FrontRow]  # per worker count: its winner over seeds
+    front: list[FrontRow]
+    recommended: FrontRow
+    wall_seconds: float
+    simulated_gradients: int  # over every lane: the search's cost in gradients
+
+
+def search(
+    config: Any,
+    clocks: Clocks,
+    space: Space,
+    *,
+    target: float,
+    budget: float = 0.0,
+    eta: int = 3,
+    rungs: int = 3,
+    seeds: int = 3,
+    evals: int = 20,
+    progress: Callable[[str], None] = lambda s: None,
+) -> Plan:
+    """Successive halving per worker count on simulated training, then the winners over `seeds` seeds."""
+    t0 = time.time()
+    budget = budget or default_budget(config, clocks, max(space.workers), progress=progress)
+    lanes = Lanes(config, clocks, budget=budget, target=target, evals=evals)
+    brackets, rows = {}, []
+    for k in space.workers:
+        progress(f"{k} workers: {len(space.candidates(k))} candidates")
+        rung_list = successive_halving(
+            space.candidates(k), lanes.advance, rung_times(budget, eta, rungs), eta=eta, progress=progress
+        )
+        brackets[k] = rung_list
+        best = rung_list[-1].scores[0][0]
+        for c, _ in rung_list[0].scores:
+            if c != best:
+                lanes.release(c)
+        scores = tuple(lanes.advance(best, budget, seed) for seed in range(seeds))
+        rows.append(FrontRow(best, scores, lanes.lane(best).config.steps))
+        for seed in range(1, seeds):
+            lanes.release(best, seed)
+        progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
+    front, best_row = pareto_front(rows), recommend(rows)
+    return Plan(budget, brackets, rows, front, best_row, time.time() - t0, lanes.simulated_gradients())
+
+
+def _describe(row: FrontRow) -> str:
+    if row.seconds is None:
+        return f"target not reached by every seed (best accuracy {row.accuracy:.4f})"
+    return f"{row.seconds:.4g} +- {row.spread:.2g} clock seconds to target over {len(row.scores)} seed(s)"

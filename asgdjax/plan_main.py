@@ -1,0 +1,162 @@
+"""`asgdjax-plan`: which asynchronous configuration reaches my target accuracy soonest on my hardware?
+
+  asgdjax-plan --config=asgdjax/configs/mnist.py --target=0.96
+  asgdjax-plan --config=... --profile=paine2013_gigabit --workers=1,2,4,8,16 --target=0.97
+  asgdjax-plan --config=... --calibration=calibration.json --protocols=async,downpour:4,ssp:8 --rules=none,dc_asgd
+
+Searches workers x protocols x staleness rules x learning rates x momenta by simulated training on a clock:
+measured by a short real run per worker count (default), or one calibration.json (asgdjax-predict writes
+and you may edit one), a finished async run's workdir, or a hardware profile. Each worker count gets a
+successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
+budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Prints the Pareto
+front of time to target against workers and the recommended configuration's asgdjax-train command; writes
+plan.json and plan.png to --workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from absl import flags, logging
+
+from asgdjax.cli import check_target, config_path, fail, run_app
+
+flags.DEFINE_string("workdir", None, "Output folder; default runs/plan_<config name>.")
+flags.DEFINE_float("target", 0.95, "Target test accuracy.")
+flags.DEFINE_string("workers", "2,4,8", "Worker counts to consider.")
+flags.DEFINE_string("protocols", "async,downpour:4", "Protocols: async, downpour:N, ssp:S, softsync:N.")
+flags.DEFINE_string("rules", "staleness_lr,none", "Staleness rules (asgdjax.rules.RULES).")
+flags.DEFINE_string("learning_rates", "0.025,0.05,0.1,0.2", "Learning rates.")
+flags.DEFINE_string("momenta", "0.5,0.9", "Momenta (the total wanted; compensation follows the config).")
+flags.DEFINE_float(
+    "budget", 0.0, "Clock seconds each candidate may train; 0 = the config's steps with the most workers."
+)
+flags.DEFINE_integer("eta", 3, "Successive halving keeps the best 1/eta at each rung.")
+flags.DEFINE_integer("rungs", 3, "Rungs per bracket (the first trains budget / eta^(rungs-1)).")
+flags.DEFINE_integer("seeds", 3, "Seeds each bracket's winner reruns with (the spread of its prediction).")
+flags.DEFINE_integer("evals", 20, "Evaluations per candidate over the budget (the time-to-target resolution).")
+flags.DEFINE_string("calibration", "", "A calibration.json for every worker count.")
+flags.DEFINE_string(
+    "profile", "", "A hardware profile for every worker count: a name in asgdjax/configs/hardware or a path."
+)
+flags.DEFINE_string("calibrate_from", "", "Calibrate every worker count from this finished mode=async run's workdir.")
+flags.DEFINE_integer("calibrate_steps", 300, "Gradients of each worker count's calibration run.")
+flags.DEFINE_bool("progress", True, "Print what the search is doing.")
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+    from asgdjax.errors import ConfigError
+    from asgdjax.plan import Space
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]!r}")
+    logging.set_verbosity(logging.WARNING)
+    check_target(FLAGS.target)
+    for name, low in (("eta", 2), ("rungs", 1), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
+        if getattr(FLAGS, name) < low:
+            fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= {low}")
+    if not FLAGS.budget >= 0:
+        fail(f"--budget={FLAGS.budget!r} is not allowed; use clock seconds > 0 (or 0 for the default)")
+    try:
+        space = Space.parse(
+            workers=FLAGS.workers,
+            protocols=FLAGS.protocols,
+            rules=FLAGS.rules,
+            learning_rates=FLAGS.learning_rates,
+            momenta=FLAGS.momenta,
+        )
+        run(FLAGS.config, space)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def run(config, space) -> None:
+    from asgdjax.plan import search
+    from asgdjax.plan.front import command
+    from asgdjax.plan.report import to_json, write
+    from asgdjax.predict.clock import given_clock
+    from asgdjax.train.validate import validate
+
+    validate(config)
+    name = os.path.splitext(os.path.basename(config_path()))[0]
+    workdir = FLAGS.workdir or os.path.join("runs", f"plan_{name}")
+    given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
+    os.makedirs(workdir, exist_ok=True)
+    say = (lambda s: print(f"asgdjax-plan: {s}", file=sys.stderr, flush=True)) if FLAGS.progress else (lambda s: None)
+    clocks, described = make_clocks(config, space.workers, workdir, say, given)
+    say(f"searching {space.size} configurations (workers {','.join(map(str, space.workers))})")
+    plan = search.search(
+        config,
+        clocks,
+        space,
+        target=FLAGS.target,
+        budget=FLAGS.budget,
+        eta=FLAGS.eta,
+        rungs=FLAGS.rungs,
+        seeds=FLAGS.seeds,
+        evals=FLAGS.evals,
+        progress=say,
+    )
+    recommended = command(plan.recommended, config_path(), config, user_flags=sys.argv[1:])
+    argv = "asgdjax-plan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    record = to_json(plan, command=argv, target=FLAGS.target, clocks=described, recommended_command=recommended)
+    paths = write(plan, workdir, record)
+    print_plan(plan, recommended)
+    print(f"outputs: {paths['json']}, {paths['png']}", file=sys.stderr)
+
+
+def make_clocks(config, workers: tuple[int, ...], workdir: str, say, given):
+    """The clock of every worker count (the one given, else one calibration run per count), and a JSON
+    description of where it came from."""
+    from asgdjax.plan import Clocks
+
+    if given is not None:
+        return Clocks(default=given[0]), given[1]
+    by_workers = {k: calibrate(config, k, workdir, say) for k in workers}
+    return Clocks(by_workers=by_workers), {str(k): c.to_json() for k, c in by_workers.items()}
+
+
+def calibrate(config, k: int, workdir: str, say):
+    """A short real run with k workers (reused when its calibration.json is already in the workdir)."""
+    from asgdjax.predict import Calibration
+    from asgdjax.predict.calibration import calibrate_workdir
+    from asgdjax.predict.clock import calibration_run_config
+    from asgdjax.train import train
+
+    path = os.path.join(workdir, "calibration", f"workers_{k}", "calibration.json")
+    if os.path.exists(path):
+        return Calibration.load(path)
+    c = calibration_run_config(config, k, FLAGS.calibrate_steps)
+    run_dir = os.path.join(workdir, "calibration", f"workers_{k}", "run")
+    say(f"calibrating {k} workers: a real run of {c.steps} gradients")
+    train(c, run_dir, show_progress=False)
+    cal = calibrate_workdir(run_dir)
+    cal.save(path)
+    return cal
+
+
+def print_plan(plan, recommended: str) -> None:
+    print(f"{'workers':>8} {'s to target':>14} {'+-':>8} {'best acc':>9}  configuration")
+    front = {r.workers for r in plan.front}
+    for r in plan.rows:
+        t = f"{r.seconds:.4g}" if r.seconds is not None else "not reached"
+        s = f"{r.spread:.2g}" if r.spread is not None else "-"
+        mark = " (front)" if r.workers in front else ""
+        print(f"{r.workers:>8} {t:>14} {s:>8} {r.accuracy:>9.4f}  {r.candidate.name}{mark}")
+    print(f"recommended: {plan.recommended.candidate.name}")
+    print(f"  {recommended}")
+    print(
+        f"search: {plan.wall_seconds:.1f} s wall, {plan.simulated_gradients:,} simulated gradients",
+        file=sys.stderr,
+    )
+
+
+def entry() -> None:
+    run_app(main, "asgdjax-plan", doc=__doc__)
+
+
+if __name__ == "__main__":
+    entry()

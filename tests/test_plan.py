@@ -1,0 +1,173 @@
+"""asgdjax-plan: the search space parses or says what is wrong in one line; successive halving keeps the
+best 1/eta and resumes runs; the Pareto front and the recommendation follow the scores; a lane advanced in
+rungs matches one advanced at once; and the whole plan runs from the command line to a command that runs."""
+
+import json
+import math
+import shlex
+
+import numpy as np
+import pytest
+from helpers import one_line_error, run_cli
+
+from asgdjax.configs.default import get_config
+from asgdjax.delays import DelayModel
+from asgdjax.errors import ConfigError
+from asgdjax.plan import Candidate, Clocks, FrontRow, Lanes, ProtocolChoice, Score, Space, pareto_front, recommend
+from asgdjax.plan.front import command
+from asgdjax.plan.halving import rung_times, successive_halving
+from asgdjax.predict import Calibration
+
+CLOCK = Calibration(DelayModel(kind="lognormal", mean=0.01, spread=0.1, service=0.0005))
+SPACE = dict(workers="2,4", protocols="async", rules="none", learning_rates="0.05", momenta="0.5")
+
+
+def test_the_space_parses_every_axis_into_typed_candidates():
+    space = Space.parse(
+        workers="8,2,4,2", protocols="async,downpour:4,ssp:0,softsync:2", rules="none,staleness_lr",
+        learning_rates="0.05,0.1", momenta="0,0.9",
+    )  # fmt: skip
+    assert space.workers == (2, 4, 8) and space.size == 3 * 4 * 2 * 2 * 2
+    assert space.protocols[1] == ProtocolChoice("downpour", 4) and space.protocols[2].overrides()["max_staleness"] == 0
+    cand = space.candidates(4)[0]
+    assert isinstance(cand, Candidate) and cand.overrides()["num_workers"] == 4
+    assert ProtocolChoice("softsync", 2).overrides()["protocol"] == "softsync"
+    assert ProtocolChoice("downpour", 4).overrides()["n_push"] == 4
+
+
+@pytest.mark.parametrize(
+    "axis, value, named",
+    [
+        ("workers", "0,2", "'0'"),
+        ("workers", "two", "'two'"),
+        ("protocols", "ring", "'ring'"),
+        ("protocols", "downpour", "'downpour'"),
+        ("protocols", "ssp:-1", "'ssp:-1'"),
+        ("rules", "adam", "'adam'"),
+        ("learning_rates", "0.1,-1", "'-1'"),
+        ("learning_rates", "nan", "'nan'"),
+        ("momenta", "1.0", "'1.0'"),
+        ("momenta", ",", "','"),
+    ],
+)
+def test_a_bad_axis_value_is_one_error_naming_it(axis, value, named):
+    with pytest.raises(ConfigError, match=named):
+        Space.parse(**{**SPACE, axis: value})
+
+
+def test_successive_halving_keeps_the_best_third_and_resumes_each_run():
+    quality = {c: c / 10 for c in range(9)}  # candidate c reaches accuracy c/10: 8 is the best
+    trained: dict[int, float] = {}
+
+    def advance(c, seconds):
+        assert seconds >= trained.get(c, 0.0)  # runs only ever continue
+        trained[c] = seconds
+        acc = quality[c] * min(1.0, seconds / 9)
+        return Score(seconds if acc >= 0.7 else None, acc, int(seconds * 10), diverged=(c == 7))
+
+    rungs = successive_halving(list(range(9)), advance, rung_times(9.0, 3, 3), eta=3)
+    assert [r.seconds for r in rungs] == [1.0, 3.0, 9.0]
+    assert [len(r.scores) for r in rungs] == [9, 3, 1]
+    assert [c for c, _ in rungs[0].scores[:3]] == [8, 6, 5]  # 7 diverged: ranked last
+    assert 7 not in [c for c, _ in rungs[1].scores]
+    assert rungs[-1].scores[0][0] == 8 and rungs[-1].scores[0][1].seconds_to_target == 9.0
+    assert trained[8] == 9.0 and trained[0] == 1.0
+
+
+def test_scores_rank_reached_first_then_accuracy_then_diverged():
+    s = [Score(None, 0.9, 1), Score(2.0, 0.95, 1), Score(None, 0.0, 1, True), Score(1.0, 0.96, 1)]
+    assert sorted(s, key=Score.rank) == [s[3], s[1], s[0], s[2]]
+
+
+def _row(workers, seconds, acc=0.97):
+    cand = Candidate(workers, ProtocolChoice("async"), "none", 0.05, 0.5)
+    return FrontRow(cand, tuple(Score(t, acc, 100) for t in seconds), steps=100)
+
+
+def test_the_front_keeps_rows_faster_than_every_smaller_count_and_recommends_the_fastest():
+    rows = [_row(2, [10.0, 12.0]), _row(4, [6.0, 6.0]), _row(8, [7.0, 7.5]), _row(16, [3.0, None])]
+    assert [r.workers for r in pareto_front(rows)] == [2, 4]
+    assert recommend(rows).workers == 4 and rows[0].seconds == 11.0 and rows[0].spread == 1.0
+    assert rows[3].seconds is None and not rows[3].reached  # one seed missed: not reached
+    none = [_row(2, [None], acc=0.5), _row(4, [None], acc=0.8)]
+    assert pareto_front(none) == [] and recommend(none).workers == 4
+
+
+def test_the_recommended_command_names_only_what_differs_from_the_config():
+    base = get_config()
+    cand = Candidate(4, ProtocolChoice("downpour", 2), "staleness_lr", 0.2, base.momentum)
+    line = command(FrontRow(cand, (Score(1.0, 1.0, 1),), steps=321), "c.py", base)
+    args = shlex.split(line)
+    assert args[0] == "asgdjax-train" and "--config.num_workers=4" in args and "--config.steps=321" in args
+    assert "--config.n_push=2" in args and "--config.learning_rate=0.2" in args
+    assert not any(a.startswith("--config.momentum") for a in args)
+
+
+def test_a_lane_advanced_rung_by_rung_matches_one_advanced_at_once(digits):
+    config = get_config()
+    config.model, config.steps, config.warm_start_steps = "mlp", 120, 0
+    cand = Candidate(2, ProtocolChoice("async"), "staleness_lr", 0.1, 0.5)
+    budget = 0.7
+    stepped = Lanes(config, Clocks(default=CLOCK), budget=budget, target=0.99, evals=6)
+    for t in rung_times(budget, 3, 3):
+        s1 = stepped.advance(cand, t)
+    once = Lanes(config, Clocks(default=CLOCK), budget=budget, target=0.99, evals=6)
+    s2 = once.advance(cand, budget)
+    lane = stepped.lane(cand)
+    assert s1.gradients == s2.gradients == lane.config.steps > 0
+    # Same gradients on the same schedule: the evaluations agree where both evaluated (the stepped lane also
+    # evaluates at each rung's end; calls split differently, so within one example's accuracy).
+    a, b = np.array(stepped.curve(cand)), np.array(once.curve(cand))
+    common = np.isin(a[:, 0], b[:, 0])
+    assert common.sum() == len(b) and len(a) > len(b)
+    assert np.allclose(a[common, 1], b[:, 1], atol=1 / 359 + 1e-9) and np.allclose(a[common, 2], b[:, 2])
+    assert stepped.simulated_gradients() == once.simulated_gradients() == s1.gradients
+
+
+def test_a_clock_per_worker_count_refuses_an_uncalibrated_count():
+    clocks = Clocks(by_workers={2: CLOCK})
+    assert clocks.for_workers(2) is CLOCK
+    with pytest.raises(ConfigError, match="no clock for 4 workers"):
+        clocks.for_workers(4)
+
+
+def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
+    CLOCK.save(str(tmp_path / "clock.json"))
+    args = [
+        "--config.model=mlp", "--config.steps=200", "--config.warm_start_steps=0",
+        "--workers=2,4", "--protocols=async,downpour:2", "--rules=none,staleness_lr",
+        "--learning_rates=0.05,0.2", "--momenta=0.5", "--seeds=2", "--evals=5", "--target=0.85",
+        "--calibration=clock.json", "--workdir=plan",
+    ]  # fmt: skip
+    out = run_cli("plan", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["target"] == 0.85 and len(plan["rows"]) == 2
+    rec = plan["recommended"]
+    assert rec["seconds_to_target"] is not None and math.isfinite(rec["seconds_to_target"])
+    assert len(rec["seconds_per_seed"]) == 2 and rec["best_accuracy_mean"] >= 0.85
+    assert (tmp_path / "plan" / "plan.png").stat().st_size > 10_000
+    assert "recommended:" in out.stdout and rec["command"] in out.stdout
+    # The recommended command is a valid asgdjax-train command line (checked, not trained).
+    train_args = shlex.split(rec["command"])[1:]
+    assert "--config.model=mlp" in train_args and "--config.warm_start_steps=0" in train_args  # the user's flags
+    assert "--config.steps=200" not in train_args  # the plan's steps replace the user's
+    checked = run_cli("train", [*train_args, "--dry_run"], tmp_path)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "flag, named",
+    [
+        ("--target=1.5", "--target=1.5"),
+        ("--protocols=async,ring", "'ring'"),
+        ("--rules=adamw", "'adamw'"),
+        ("--eta=1", "--eta=1"),
+        ("--calibration=missing.json", "missing.json"),
+        ("--profile=nowhere", "nowhere"),
+        ("--config.model=resnet", "resnet"),
+    ],
+)
+def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
+    out = run_cli("plan", [flag, "--workdir=p"], tmp_path)
+    assert named in one_line_error(out)
