@@ -36,7 +36,11 @@ flags.DEFINE_float(
 flags.DEFINE_integer("eta", 3, "Successive halving keeps the best 1/eta at each rung.")
 flags.DEFINE_integer("rungs", 3, "Rungs per bracket (the first trains budget / eta^(rungs-1)).")
 flags.DEFINE_integer("seeds", 3, "Seeds each bracket's winner reruns with (the spread of its prediction).")
-flags.DEFINE_integer("evals", 20, "Evaluations per candidate over the budget (the time-to-target resolution).")
+flags.DEFINE_integer(
+    "evals",
+    200,
+    "Evaluations per candidate over the budget (the time-to-target resolution; a lane stops at its target).",
+)
 flags.DEFINE_string("calibration", "", "A calibration.json for every worker count.")
 flags.DEFINE_string(
     "profile", "", "A hardware profile for every worker count: a name in asgdjax/configs/hardware or a path."

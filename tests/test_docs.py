@@ -60,7 +60,15 @@ def run(command: str, cwd, dry: bool):
     return run_cli(SCRIPTS[program], args, cwd)
 
 
-@pytest.mark.parametrize("command,long", readme_commands(), ids=[c[:60] for c, _ in readme_commands()])
+def readme_params():
+    """Every README command; those that train beyond the bare default are the slow tier's."""
+    return [
+        pytest.param(c, long, marks=[pytest.mark.slow] if not long and c != "asgdjax-train" else [], id=c[:60])
+        for c, long in readme_commands()
+    ]
+
+
+@pytest.mark.parametrize("command,long", readme_params())
 def test_every_readme_command_runs_as_written(checkout, command, long):
     if ("configs/mnist.py" in command or "paine2013.py:mnist" in command) and not prepared(
         "mnist", "mnist.npz", checkout

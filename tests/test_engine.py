@@ -75,6 +75,7 @@ def test_replay_is_bit_for_bit_deterministic(digits_task):
     assert_trees_equal(a, b)
 
 
+@pytest.mark.slow
 def test_strategies_agree(digits_task):
     task, data = digits_task
     spec, trace = schedule(8, 4, 30, n_push=2)

@@ -89,6 +89,7 @@ def test_the_simulator_injects_the_same_failures_at_virtual_times():
     assert t.worker[restart] == 1 and t.t_arrive[restart] == 3.0
 
 
+@pytest.mark.slow
 def test_fault_drill_through_the_cli_config(tmp_path):
     from asgdjax.configs.default import get_config
     from asgdjax.train import train

@@ -7,6 +7,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import pytest
 from helpers import assert_trees_close, one_line_error, run_cli, run_runtime, sgd_server, simulate
 
 from asgdjax.core.protocol import ProtocolSpec
@@ -52,6 +53,7 @@ def test_staleness_cap_counts_the_dropped_gradients(digits_task):
     assert int(st.server.rejected[:, 1].sum()) == int((trace.staleness > 2).sum()) > 0
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     common = ["--config.learning_rate=50", "--config.log_every=20", "--config.checkpoint_every=20", "--workdir=run"]
     common += ["--config.model=mlp"]
@@ -71,6 +73,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert sorted(int(p) for p in os.listdir(tmp_path / "run" / "checkpoints") if p.isdigit()) == [20]
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path):
     common = ["--config.checkpoint_every=20", "--workdir=run", "--noprogress", "--config.model=mlp"]
     assert run_cli("train", ["--config.steps=40", *common], tmp_path).returncode == 0

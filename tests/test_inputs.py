@@ -53,6 +53,7 @@ def test_a_workdir_that_is_a_file_or_not_writable_is_one_line(tmp_path):
         os.chmod(locked, 0o700)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_is_refused_naming_the_holder(tmp_path):
     args = ["--config.steps=3000", "--config.checkpoint_every=100", "--workdir=run", *FAST]
     proc = popen_cli("train", args, tmp_path)

@@ -131,6 +131,7 @@ def test_a_clock_per_worker_count_refuses_an_uncalibrated_count():
         clocks.for_workers(4)
 
 
+@pytest.mark.slow
 def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
     CLOCK.save(str(tmp_path / "clock.json"))
     args = [

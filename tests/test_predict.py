@@ -28,9 +28,12 @@ def test_a_busy_server_caps_throughput_in_the_virtual_clock():
     assert queued.num_gradients / queued.virtual_time == pytest.approx(2.0, rel=0.02)  # 1 / service
     one = sched(1, 100, DelayModel("constant", mean=1.0, latency=0.25, service=0.25))
     assert one.virtual_time == pytest.approx(100 * 1.5 - 0.5, rel=1e-6)  # step + latency + service per step
-    # Downpour's local steps do not touch the server: only every 4th arrival (push + fetch) waits for it.
+    # The coordinator notices and dispatches Downpour's local steps too: each costs its service time, but
+    # only pushes pay the apply time.
     local = sched(1, 100, DelayModel("constant", mean=1.0, service=0.5), n_fetch=4, n_push=4)
-    assert local.virtual_time == pytest.approx(100 + 24 * 0.5, rel=1e-6)
+    assert local.virtual_time == pytest.approx(100 * 1.5 - 0.5, rel=1e-6)
+    applied = sched(1, 100, DelayModel("constant", mean=1.0, apply_seconds=0.5), n_fetch=4, n_push=4)
+    assert applied.virtual_time == pytest.approx(100 + 24 * 0.5, rel=1e-6)
 
 
 def test_calibration_recovers_known_step_times_within_5_percent(digits_task):

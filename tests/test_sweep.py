@@ -18,6 +18,7 @@ from asgdjax.sweep import grid, split_argv
 from asgdjax.sweep.grid import apply, program_key
 
 
+@pytest.mark.slow
 def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
     args = ["--config.mode=sim", "--config.num_workers=4", "--config.steps=60", "--config.eval_every=30"]
     args += ["--sweep.learning_rate=0.02,0.05,0.1,0.2", "--sweep.momentum=0,0.5,0.9,0.95", "--workdir=sw"]

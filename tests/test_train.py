@@ -51,6 +51,7 @@ def test_sim_mode_reports_staleness_and_saves_its_trace(tmp_path):
     assert [r["step"] for r in records if "train_loss" in r] == [20, 40, 60, 80]
 
 
+@pytest.mark.slow
 def test_sim_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     kw = dict(mode="sim", num_workers=3, protocol="async", n_push=2, n_fetch=2, checkpoint_every=25)
     train(config(**kw), str(tmp_path / "full"), show_progress=False)

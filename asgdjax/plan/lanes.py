@@ -66,8 +66,13 @@ class Lane:
 class Lanes:
     """Simulated runs of candidates derived from `config`, on `clocks`, each up to `budget` clock seconds."""
 
-    def __init__(self, config: Any, clocks: Clocks, *, budget: float, target: float, evals: int = 20) -> None:
+    def __init__(
+        self, config: Any, clocks: Clocks, *, budget: float, target: float, evals: int = 200, steps: int = 0
+    ) -> None:
+        """steps > 0: every lane trains exactly that many gradients (e.g. a config file's own run) instead of
+        the gradients its workers compute within the budget."""
         self.config, self.clocks, self.budget, self.target, self.evals = config, clocks, budget, target, evals
+        self.steps = steps
         setup = prepare(config)
         self.task, self.num_train = setup.task, setup.dataset.num_train
         self.data = device_data(setup.dataset)
@@ -83,7 +88,7 @@ class Lanes:
         c.seed = self.config.seed + seed
         c = sim_config(c, self.clocks.for_workers(candidate.workers), candidate.workers, c.eval_every)
         validate(c)
-        c.steps = self._steps(c, candidate, seed)
+        c.steps = self.steps or self._steps(c, candidate, seed)
         c.eval_every = c.log_every = max(1, c.steps // self.evals)
         return c
 
@@ -147,47 +152,56 @@ class Lanes:
             lane.state = None
 
     def advance(self, candidate: Candidate, seconds: float, seed: int = 0) -> Score:
-        """Continue the lane to `seconds` on its clock (evaluating on the way) and score it."""
+        """Continue the lane to `seconds` on its clock, evaluating on the way, and score it. A lane stops for
+        good once it reaches the target (its score cannot change: time to target is its first hit) or
+        diverges, so a good candidate costs only the time it takes to get there."""
         lane = self.lane(candidate, seed)
         times = np.maximum.accumulate(np.asarray(lane.trace.t_arrive))
         stop = int(np.searchsorted(times, seconds, "right")) if seconds < self.budget else len(lane.trace)
-        if stop > lane.event and not lane.diverged:
-            self._run(lane, stop)
+        for cut in self._segments(lane, stop):
+            if lane.diverged or self._hit(lane):
+                break
+            self._run(lane, cut)
         return self.score(lane)
 
-    def _run(self, lane: Lane, stop: int) -> None:
-        grads, gtimes = np.cumsum(lane.trace.step >= 0), gradient_times(lane.trace)
-        cuts = set(lane.evals[(lane.evals > lane.event) & (lane.evals <= stop)].tolist()) | {stop}
-        pending: list = []
-        start = [lane.event]
-        limit = float(lane.config.max_train_loss)
+    def _segments(self, lane: Lane, stop: int) -> list[int]:
+        """The evaluation points between the lane's event and `stop`, and `stop` itself."""
+        ahead = lane.evals[(lane.evals > lane.event) & (lane.evals < stop)].tolist()
+        return [*ahead, stop] if stop > lane.event else []
 
-        def callback(end: int, state: Any, losses: Any) -> None:
-            pending.append((losses, lane.trace.step[start[0] : end] >= 0))
-            start[0] = end
-            if end not in cuts or lane.diverged:
-                return
-            computed = np.concatenate([np.asarray(x)[: len(m)][m] for x, m in pending])
-            pending.clear()
-            acc = self.task.evaluate(state.server.params, self.data)["test_accuracy"]
-            bad = len(computed) and not (np.all(np.isfinite(computed)) and computed.mean() <= limit)
-            lane.diverged = bool(bad or not math.isfinite(acc))
-            g = int(grads[end - 1])
-            if g:
-                lane.curve.append((g, float(acc), float(gtimes[g - 1])))
+    def _hit(self, lane: Lane) -> bool:
+        return any(acc >= self.target for _, acc, _ in lane.curve)
+
+    def _run(self, lane: Lane, cut: int) -> None:
+        """Replay the lane's events up to `cut`, then evaluate and check the losses for divergence."""
+        start = lane.event
+        losses: list = []
+        done = [start]
+
+        def keep(end: int, state: Any, chunk_losses: Any) -> None:  # a call's losses, padded to its length
+            mask = lane.trace.step[done[0] : end] >= 0
+            losses.append(np.asarray(chunk_losses)[: len(mask)][mask])
+            done[0] = end
 
         lane.state = lane.sim.run(
             lane.state,
-            lane.trace.slice(stop),
+            lane.trace.slice(cut),
             self.data,
             hparams_from_config(lane.config),
             lane.sampler,
             lane.data_key,
-            start_event=lane.event,
-            cuts=tuple(sorted(cuts)),
-            callback=callback,
+            start_event=start,
+            callback=keep,
         )
-        lane.event = stop
+        lane.event = cut
+        got = np.concatenate(losses) if losses else np.zeros(0)
+        acc = self.task.evaluate(lane.state.server.params, self.data)["test_accuracy"]
+        limit = float(lane.config.max_train_loss)
+        bad = len(got) and not (np.all(np.isfinite(got)) and got.mean() <= limit)
+        lane.diverged = bool(bad or not math.isfinite(acc))
+        g = int(np.sum(lane.trace.step[:cut] >= 0))
+        if g:
+            lane.curve.append((g, float(acc), float(gradient_times(lane.trace)[g - 1])))
 
     def score(self, lane: Lane) -> Score:
         hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)

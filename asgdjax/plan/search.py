@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from asgdjax.plan.front import FrontRow, pareto_front, recommend
-from asgdjax.plan.halving import Rung, rung_times, successive_halving
+from asgdjax.plan.halving import Rung, Score, rung_times, successive_halving
 from asgdjax.plan.lanes import Clocks, Lanes, default_budget
-from asgdjax.plan.space import Space
+from asgdjax.plan.space import Candidate, Space
 
 
 class Plan(NamedTuple):
@@ -45,7 +46,7 @@ def search(
     for k in space.workers:
         progress(f"{k} workers: {len(space.candidates(k))} candidates")
         rung_list = successive_halving(
-            space.candidates(k), lanes.advance, rung_times(budget, eta, rungs), eta=eta, progress=progress
+            space.candidates(k), capped(lanes), rung_times(budget, eta, rungs), eta=eta, progress=progress
         )
         brackets[k] = rung_list
         best = rung_list[-1].scores[0][0]
@@ -59,6 +60,20 @@ def search(
         progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
     front, best_row = pareto_front(rows), recommend(rows)
     return Plan(budget, brackets, rows, front, best_row, time.time() - t0, lanes.simulated_gradients())
+
+
+def capped(lanes: Lanes) -> Callable[[Candidate, float], Score]:
+    """lanes.advance, never past the bracket's best time to target so far: a candidate that has not
+    reached the target by then cannot be the bracket's fastest, so its later clock time is not spent."""
+    best = [math.inf]
+
+    def advance(candidate: Candidate, seconds: float) -> Score:
+        score = lanes.advance(candidate, min(seconds, best[0]))
+        if score.seconds_to_target is not None:
+            best[0] = min(best[0], score.seconds_to_target)
+        return score
+
+    return advance
 
 
 def _describe(row: FrontRow) -> str:

@@ -2,8 +2,11 @@
 the server first arriving next.
 
 What a step costs: its compute time (the delay model's draw). What the server costs: one FIFO queue, as the
-real coordinator is: an arrival that pushes or fetches is taken at max(t + latency, server free) and holds
-it for `service` seconds plus `apply_seconds` per update it applies. What communication costs (Paine et al.
+real coordinator is: an arrival is taken at max(t + latency, server free) and holds it for `service` seconds
+plus `apply_seconds` per update it applies. `latency` and `service` are the coordinator's notice and host
+time per finished step, which asgdjax's runtime spends on every step, Downpour's local ones included (it
+records each and dispatches the next); profiles of the paper's hardware, where local steps never leave the
+GPU client, set both to 0 and charge the server through `apply_seconds` and the links. What communication costs (Paine et al.
 2013's regime, where n_fetch = n_push = n_sync amortises moving the parameters): a push crosses the
 worker's device -> host link (latency + bytes / bandwidth, private to the worker) and then the server's
 network link (shared by every worker: a FIFO queue per direction); a fetch crosses them back before the
@@ -57,7 +60,7 @@ class VirtualClock:
         rows = self.protocol.rows[first:]
         done = t
         m = self.model
-        if (m.latency or m.service or self.comm) and any(r.push or r.fetch for r in rows):
+        if m.latency or m.service or (self.comm and any(r.push or r.fetch for r in rows)):
             applies = sum(1 for r in rows if r.apply)
             done = self.server_free = max(t + m.latency, self.server_free) + m.service + applies * m.apply_seconds
         fetched = {r.worker for r in rows if r.fetch == Fetch.NOW or (r.fetch == Fetch.ON_APPLY and _applied(r))}
