@@ -5,7 +5,7 @@
   asgdjax-plan --config=... --calibration=calibration.json --protocols=async,downpour:4,ssp:8 --rules=none,dc_asgd
 
 Searches workers x protocols x staleness rules x learning rates x momenta by simulated training on a clock:
-measured by a short real run per worker count (default), or one calibration.json (asgdjax-predict writes
+measured by a short real run per worker count and protocol (default), or one calibration.json (asgdjax-predict writes
 and you may edit one), a finished async run's workdir, or a hardware profile. Each worker count gets a
 successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
 budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Prints the Pareto
@@ -90,7 +90,7 @@ def run(config, space) -> None:
     given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
     os.makedirs(workdir, exist_ok=True)
     say = (lambda s: print(f"asgdjax-plan: {s}", file=sys.stderr, flush=True)) if FLAGS.progress else (lambda s: None)
-    clocks, described = make_clocks(config, space.workers, workdir, say, given)
+    clocks, described = make_clocks(config, space, workdir, say, given)
     say(f"searching {space.size} configurations (workers {','.join(map(str, space.workers))})")
     plan = search.search(
         config,
@@ -112,32 +112,34 @@ def run(config, space) -> None:
     print(f"outputs: {paths['json']}, {paths['png']}", file=sys.stderr)
 
 
-def make_clocks(config, workers: tuple[int, ...], workdir: str, say, given):
+def make_clocks(config, space, workdir: str, say, given):
     """The clock of every worker count (the one given, else one calibration run per count), and a JSON
     description of where it came from."""
     from asgdjax.plan import Clocks
 
     if given is not None:
         return Clocks(default=given[0]), given[1]
-    by_workers = {k: calibrate(config, k, workdir, say) for k in workers}
-    return Clocks(by_workers=by_workers), {str(k): c.to_json() for k, c in by_workers.items()}
+    measured = {(k, p): calibrate(config, k, p, workdir, say) for k in space.workers for p in space.protocols}
+    return Clocks(measured=measured), {f"{k} workers, {p.name}": c.to_json() for (k, p), c in measured.items()}
 
 
-def calibrate(config, k: int, workdir: str, say):
-    """A short real run with k workers (reused when its calibration.json is already in the workdir)."""
+def calibrate(config, k: int, protocol, workdir: str, say):
+    """A short real run with k workers under `protocol` (reused when its calibration.json is already in the
+    workdir): the runtime's host time per step differs between protocols, so each pair gets its own."""
     from asgdjax.predict import Calibration
     from asgdjax.predict.calibration import calibrate_workdir
     from asgdjax.predict.clock import calibration_run_config
+    from asgdjax.sweep.grid import Point, apply
     from asgdjax.train import train
 
-    path = os.path.join(workdir, "calibration", f"workers_{k}", "calibration.json")
+    folder = os.path.join(workdir, "calibration", f"workers_{k}_{protocol.slug}")
+    path = os.path.join(folder, "calibration.json")
     if os.path.exists(path):
         return Calibration.load(path)
-    c = calibration_run_config(config, k, FLAGS.calibrate_steps)
-    run_dir = os.path.join(workdir, "calibration", f"workers_{k}", "run")
-    say(f"calibrating {k} workers: a real run of {c.steps} gradients")
-    train(c, run_dir, show_progress=False)
-    cal = calibrate_workdir(run_dir)
+    c = apply(calibration_run_config(config, k, FLAGS.calibrate_steps), Point(protocol.overrides()))
+    say(f"calibrating {k} workers under {protocol.name}: a real run of {c.steps} gradients")
+    train(c, os.path.join(folder, "run"), show_progress=False)
+    cal = calibrate_workdir(os.path.join(folder, "run"))
     cal.save(path)
     return cal
 

@@ -124,11 +124,15 @@ def test_a_lane_advanced_rung_by_rung_matches_one_advanced_at_once(digits):
     assert stepped.simulated_gradients() == once.simulated_gradients() == s1.gradients
 
 
-def test_a_clock_per_worker_count_refuses_an_uncalibrated_count():
-    clocks = Clocks(by_workers={2: CLOCK})
-    assert clocks.for_workers(2) is CLOCK
-    with pytest.raises(ConfigError, match="no clock for 4 workers"):
-        clocks.for_workers(4)
+def test_a_clock_per_worker_count_and_protocol_refuses_an_uncalibrated_pair():
+    plain, downpour = ProtocolChoice("async"), ProtocolChoice("downpour", 4)
+    clocks = Clocks(measured={(2, plain): CLOCK})
+    assert clocks.for_run(2, plain) is CLOCK
+    with pytest.raises(ConfigError, match="no clock for 4 workers under async; calibrated: 2 x async"):
+        clocks.for_run(4, plain)
+    with pytest.raises(ConfigError, match="no clock for 2 workers under downpour:4"):
+        clocks.for_run(2, downpour)
+    assert Clocks(default=CLOCK).for_run(8, downpour) is CLOCK
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ compiled program (same workers, protocol, rule and run length) share one Simulat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -17,7 +18,7 @@ from asgdjax.core.sampling import Sampler
 from asgdjax.core.trace import Trace
 from asgdjax.errors import ConfigError
 from asgdjax.plan.halving import Score
-from asgdjax.plan.space import Candidate
+from asgdjax.plan.space import Candidate, ProtocolChoice
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.predict import sim_config
 from asgdjax.predict.targets import gradient_times
@@ -33,17 +34,23 @@ MAX_STEPS_FACTOR = 16  # a lane runs at most this many times the config's steps 
 
 @dataclasses.dataclass(frozen=True)
 class Clocks:
-    """The clock of each worker count: a calibration per count (workers sharing one machine slow each
-    other, so each count is measured), or one calibration or hardware profile for all."""
+    """The clock of each (worker count, protocol): measured per pair, since workers sharing a machine slow
+    each other and the runtime spends different host time per step under each protocol (Downpour's local
+    steps pass through the coordinator too); or one calibration or hardware profile for all."""
 
-    by_workers: dict[int, Calibration] = dataclasses.field(default_factory=dict)
+    measured: dict[tuple[int, ProtocolChoice], Calibration] = dataclasses.field(default_factory=dict)
     default: Calibration | None = None
 
-    def for_workers(self, k: int) -> Calibration:
-        cal = self.by_workers.get(k, self.default)
+    def for_run(self, workers: int, protocol: ProtocolChoice) -> Calibration:
+        cal = self.measured.get((workers, protocol), self.default)
         if cal is None:
-            raise ConfigError(f"no clock for {k} workers; calibrated: {sorted(self.by_workers)}")
+            have = ", ".join(f"{k} x {p.name}" for k, p in sorted(self.measured, key=lambda kp: (kp[0], kp[1].name)))
+            raise ConfigError(f"no clock for {workers} workers under {protocol.name}; calibrated: {have or 'none'}")
         return cal
+
+
+class _Settled(Exception):
+    """A lane reached its target or diverged: its simulator run ends at that evaluation."""
 
 
 @dataclasses.dataclass
@@ -86,7 +93,7 @@ class Lanes:
         """The mode=sim config of `candidate` on its clock, with steps = the gradients of the budget."""
         c = apply(self.config, Point(candidate.overrides()))
         c.seed = self.config.seed + seed
-        c = sim_config(c, self.clocks.for_workers(candidate.workers), candidate.workers, c.eval_every)
+        c = sim_config(c, self.clocks.for_run(candidate.workers, candidate.protocol), candidate.workers, c.eval_every)
         validate(c)
         c.steps = self.steps or self._steps(c, candidate, seed)
         c.eval_every = c.log_every = max(1, c.steps // self.evals)
@@ -158,50 +165,50 @@ class Lanes:
         lane = self.lane(candidate, seed)
         times = np.maximum.accumulate(np.asarray(lane.trace.t_arrive))
         stop = int(np.searchsorted(times, seconds, "right")) if seconds < self.budget else len(lane.trace)
-        for cut in self._segments(lane, stop):
-            if lane.diverged or self._hit(lane):
-                break
-            self._run(lane, cut)
+        if stop > lane.event and not (lane.diverged or self._hit(lane)):
+            self._run(lane, stop)
         return self.score(lane)
-
-    def _segments(self, lane: Lane, stop: int) -> list[int]:
-        """The evaluation points between the lane's event and `stop`, and `stop` itself."""
-        ahead = lane.evals[(lane.evals > lane.event) & (lane.evals < stop)].tolist()
-        return [*ahead, stop] if stop > lane.event else []
 
     def _hit(self, lane: Lane) -> bool:
         return any(acc >= self.target for _, acc, _ in lane.curve)
 
-    def _run(self, lane: Lane, cut: int) -> None:
-        """Replay the lane's events up to `cut`, then evaluate and check the losses for divergence."""
-        start = lane.event
-        losses: list = []
-        done = [start]
+    def _run(self, lane: Lane, stop: int) -> None:
+        """Replay the lane's events up to `stop` in one simulator run, evaluating at each evaluation point
+        (and at `stop`); the run ends early, keeping its state, when the lane reaches the target or diverges."""
+        cuts = lane.evals[(lane.evals > lane.event) & (lane.evals < stop)].tolist() + [stop]
+        wanted, losses, done = set(cuts), [], [lane.event]
+        limit = float(lane.config.max_train_loss)
 
-        def keep(end: int, state: Any, chunk_losses: Any) -> None:  # a call's losses, padded to its length
+        def at_call_end(end: int, state: Any, chunk_losses: Any) -> None:  # losses padded to the call's length
             mask = lane.trace.step[done[0] : end] >= 0
             losses.append(np.asarray(chunk_losses)[: len(mask)][mask])
             done[0] = end
+            if end not in wanted:
+                return
+            got = np.concatenate(losses)
+            losses.clear()
+            acc = self.task.evaluate(state.server.params, self.data)["test_accuracy"]
+            bad = len(got) and not (np.all(np.isfinite(got)) and got.mean() <= limit)
+            lane.diverged = bool(bad or not math.isfinite(acc))
+            g = int(np.sum(lane.trace.step[:end] >= 0))
+            if g:
+                lane.curve.append((g, float(acc), float(gradient_times(lane.trace)[g - 1])))
+            lane.state, lane.event = state, end
+            if lane.diverged or self._hit(lane):
+                raise _Settled
 
-        lane.state = lane.sim.run(
-            lane.state,
-            lane.trace.slice(cut),
-            self.data,
-            hparams_from_config(lane.config),
-            lane.sampler,
-            lane.data_key,
-            start_event=start,
-            callback=keep,
-        )
-        lane.event = cut
-        got = np.concatenate(losses) if losses else np.zeros(0)
-        acc = self.task.evaluate(lane.state.server.params, self.data)["test_accuracy"]
-        limit = float(lane.config.max_train_loss)
-        bad = len(got) and not (np.all(np.isfinite(got)) and got.mean() <= limit)
-        lane.diverged = bool(bad or not math.isfinite(acc))
-        g = int(np.sum(lane.trace.step[:cut] >= 0))
-        if g:
-            lane.curve.append((g, float(acc), float(gradient_times(lane.trace)[g - 1])))
+        with contextlib.suppress(_Settled):
+            lane.sim.run(
+                lane.state,
+                lane.trace.slice(stop),
+                self.data,
+                hparams_from_config(lane.config),
+                lane.sampler,
+                lane.data_key,
+                start_event=lane.event,
+                cuts=tuple(cuts),
+                callback=at_call_end,
+            )
 
     def score(self, lane: Lane) -> Score:
         hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)
@@ -217,11 +224,13 @@ class Lanes:
         return sum(int((lane.trace.step[: lane.event] >= 0).sum()) for lane in self._lanes.values())
 
 
-def default_budget(config: Any, clocks: Clocks, workers: int, *, progress: Callable[[str], None] = print) -> float:
-    """Clock seconds the config's steps take with `workers` plain asynchronous workers (the budget each
+def default_budget(
+    config: Any, clocks: Clocks, workers: int, protocol: ProtocolChoice, *, progress: Callable[[str], None] = print
+) -> float:
+    """Clock seconds the config's steps take with `workers` workers under `protocol` (the budget each
     candidate gets unless --budget says otherwise)."""
-    c = sim_config(copy.deepcopy(config), clocks.for_workers(workers), workers, config.eval_every)
-    c.protocol, c.n_fetch, c.n_push, c.max_staleness, c.softsync_n = "async", 1, 1, -1, 1
+    c = apply(config, Point(protocol.overrides()))
+    c = sim_config(c, clocks.for_run(workers, protocol), workers, config.eval_every)
     seconds = float(gradient_times(schedule_from_config(c))[-1])
-    progress(f"budget: {seconds:.4g} clock seconds ({config.steps} gradients with {workers} workers)")
+    progress(f"budget: {seconds:.4g} clock seconds ({config.steps} gradients with {workers} workers, {protocol.name})")
     return seconds

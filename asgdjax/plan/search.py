@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from asgdjax.plan.front import FrontRow, pareto_front, recommend
 from asgdjax.plan.halving import Rung, Score, rung_times, successive_halving
 from asgdjax.plan.lanes import Clocks, Lanes, default_budget
-from asgdjax.plan.space import Candidate, Space
+from asgdjax.plan.space import Candidate, ProtocolChoice, Space
 
 
 class Plan(NamedTuple):
@@ -40,7 +40,9 @@ def search(
 ) -> Plan:
     """Successive halving per worker count on simulated training, then the winners over `seeds` seeds."""
     t0 = time.time()
-    budget = budget or default_budget(config, clocks, max(space.workers), progress=progress)
+    plain = ProtocolChoice("async")
+    protocol = plain if plain in space.protocols else space.protocols[0]
+    budget = budget or default_budget(config, clocks, max(space.workers), protocol, progress=progress)
     lanes = Lanes(config, clocks, budget=budget, target=target, evals=evals)
     brackets, rows = {}, []
     for k in space.workers:

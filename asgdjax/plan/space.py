@@ -23,6 +23,11 @@ class ProtocolChoice(NamedTuple):
     def name(self) -> str:
         return self.kind if self.kind == "async" else f"{self.kind}:{self.n}"
 
+    @property
+    def slug(self) -> str:
+        """The name without punctuation (folder names): async, downpour4, ssp8, softsync2."""
+        return self.name.replace(":", "")
+
     def overrides(self) -> dict[str, Any]:
         """The config keys this protocol sets (every protocol key, so no base setting leaks through)."""
         keys: dict[str, Any] = {"protocol": "async", "n_fetch": 1, "n_push": 1, "max_staleness": -1, "softsync_n": 1}

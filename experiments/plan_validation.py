@@ -1,0 +1,260 @@
+"""Validate asgdjax-plan against real asynchronous runs: plan (calibrating each worker count with a short
+real run), then run for real, over the plan's seeds, the recommended configuration and the config file's
+own async run (its rule, learning rate, momentum and steps) at the same worker count, and the same pair at
+the largest worker count searched; compare predicted with measured time to target.
+
+  python experiments/plan_validation.py --config=asgdjax/configs/mnist.py --config.model=mlp --target=0.97
+
+Needs MNIST prepared (asgdjax-prepare --dataset=mnist --npz=../shared/data/mnist.npz). The plan runs as a
+user would run it (the asgdjax-plan console entry, in a child process); predictions are then recomputed
+here from the same calibrations (Lanes is deterministic) to get each seed's schedule. Measured time to
+target: the real run's own trace clock at the first evaluation >= target, evaluations from replaying that
+trace exactly in the simulator (evaluating never paused the real workers). Both times count from the
+steady state: the gradient by which every worker has delivered two (compilation and the warm start's
+hand-over excluded), as in experiments/predictor_validation.py; raw times from the start are reported too.
+Goals (issue 19): recommended within 15% of its prediction and >= 1.5x faster than the default; the plan's
+search wall <= 10x one simulated run of the recommended configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from asgdjax.core.trace import Trace  # noqa: E402
+from asgdjax.plan import Candidate, Clocks, Lanes, ProtocolChoice  # noqa: E402
+from asgdjax.predict import Calibration  # noqa: E402
+from asgdjax.predict.predict import sim_config  # noqa: E402
+from asgdjax.predict.targets import accuracy_curve, gradient_times  # noqa: E402
+from asgdjax.sweep.grid import Point, apply  # noqa: E402
+from asgdjax.train import train  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/mnist.py")
+config_flags.DEFINE_config_file("config", CONFIG)
+flags.DEFINE_float("target", 0.97, "Target test accuracy.")
+flags.DEFINE_string("plan_flags", "--workers=2,4,8", "Extra asgdjax-plan flags (its search space).")
+flags.DEFINE_integer("seeds", 3, "Seeds (the plan's winners rerun with these; real runs use the same).")
+flags.DEFINE_integer("eval_every", 25, "Gradients between evaluations of the replayed real runs.")
+flags.DEFINE_string("outdir", "experiments/results/plan", "Where JSON, PNG and run folders go.")
+flags.DEFINE_string("tag", "cpu_mnist_mlp", "Name of this machine and setting in the output files.")
+FLAGS = flags.FLAGS
+
+
+def user_config_flags() -> list[str]:
+    return [a for a in sys.argv[1:] if a.startswith("--config")]
+
+
+def run_plan(workdir: str) -> tuple[dict, float | None]:
+    """asgdjax-plan as a user runs it; returns plan.json and the command's wall seconds."""
+    cmd = [sys.executable, "-c", "from asgdjax.plan_main import entry; entry()", *user_config_flags()]
+    cmd += [f"--target={FLAGS.target}", f"--seeds={FLAGS.seeds}", f"--workdir={workdir}", *FLAGS.plan_flags.split()]
+    path = os.path.join(workdir, "plan.json")
+    if os.path.exists(path):  # planned already (same calibrations, same search): reuse it
+        with open(path) as f:
+            return json.load(f), None
+    print("$", " ".join(cmd[3:]), flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    with open(path) as f:
+        return json.load(f), time.time() - t0
+
+
+def steady_start(trace: Trace) -> int:
+    """Index (0-based) of the gradient by which every worker has delivered two."""
+    w = np.asarray(trace.worker)[np.asarray(trace.step) >= 0]
+    seconds = [np.flatnonzero(w == k)[min(1, int((w == k).sum()) - 1)] for k in np.unique(w)]
+    return int(max(seconds))
+
+
+def time_to_target(curve, trace: Trace, target: float) -> dict:
+    """Gradients, steady seconds and raw seconds at the first evaluation >= target (None: not reached)."""
+    times, g0 = gradient_times(trace), steady_start(trace)
+    for g, acc in curve:
+        if acc >= target and g >= 1:
+            t = float(times[min(g, len(times)) - 1])
+            return {"gradients": int(g), "seconds": t - float(times[g0]), "raw_seconds": t}
+    return {"gradients": None, "seconds": None, "raw_seconds": None}
+
+
+def predicted(lanes: Lanes, cand: Candidate, seed: int) -> dict:
+    lanes.advance(cand, math.inf, seed)
+    lane = lanes.lane(cand, seed)
+    curve = [(g, acc) for g, acc, _ in lane.curve]
+    return {**time_to_target(curve, lane.trace, FLAGS.target), "steps": int(lane.config.steps)}
+
+
+def measured(config, cand: Candidate, seed: int, steps: int, out: str) -> dict:
+    """A real async run of `cand` (seed offset `seed`) as a user runs it (asgdjax-train in a fresh process:
+    a long-lived process's garbage collector and heap slow the coordinator by a third here), then its trace
+    replayed with evaluations in this process."""
+    keys = {**cand.overrides(), "mode": "async", "seed": config.seed + seed, "steps": steps}
+    keys.update(eval_every=steps, log_every=steps, checkpoint_every=steps)
+    args = [*user_config_flags(), *(f"--config.{k}={v}" for k, v in keys.items())]
+    real_dir = os.path.join(out, "real")
+    cmd = [sys.executable, "-c", "from asgdjax.main import run; run()", *args, f"--workdir={real_dir}", "--noprogress"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(real_dir, "summary.json")) as f:
+        real = json.load(f)
+    c = apply(config, Point(keys))
+    c.mode, c.trace, c.eval_every = "sim", real["trace"], FLAGS.eval_every
+    train(c, os.path.join(out, "replay"), show_progress=False)
+    trace = Trace.load(real["trace"])
+    return {**time_to_target(accuracy_curve(os.path.join(out, "replay")), trace, FLAGS.target), "steps": steps}
+
+
+def one_sim_run_seconds(config, cand: Candidate, cal: Calibration, steps: int, out: str) -> float:
+    """Wall seconds of one asgdjax-train --config.mode=sim run of `cand` on the clock (data load, compile,
+    evaluations every eval_every: what a user pays to try one configuration)."""
+    c = sim_config(apply(config, Point(cand.overrides())), cal, cand.workers, config.eval_every)
+    c.steps = steps
+    t0 = time.time()
+    train(c, out, show_progress=False)
+    return time.time() - t0
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def candidate(row: dict) -> Candidate:
+    """The Candidate a plan.json row names."""
+    o, k = row["overrides"], int(row["workers"])
+    p = ProtocolChoice("downpour", o["n_push"]) if o["n_push"] > 1 else ProtocolChoice("async")
+    p = ProtocolChoice("ssp", o["max_staleness"]) if o["max_staleness"] >= 0 else p
+    p = ProtocolChoice("softsync", o["softsync_n"]) if o["protocol"] == "softsync" else p
+    cand = Candidate(k, p, o["rule"], o["learning_rate"], o["momentum"])
+    assert cand.name == row["candidate"], (cand.name, row["candidate"])
+    return cand
+
+
+def clock(out: str, k: int, protocol: ProtocolChoice) -> Calibration:
+    """The calibration asgdjax-plan measured for (k, protocol)."""
+    return Calibration.load(
+        os.path.join(out, "plan", "calibration", f"workers_{k}_{protocol.slug}", "calibration.json")
+    )
+
+
+def compare(config, plan: dict, row: dict, out: str) -> dict:
+    """The plan's configuration at row's worker count against the config file's own async run (its steps,
+    rule, learning rate and momentum) at that count: predicted and measured over the seeds."""
+    cand, k = candidate(row), int(row["workers"])
+    default = Candidate(k, ProtocolChoice("async"), config.rule, config.learning_rate, config.momentum)
+    clocks = Clocks(measured={(k, p): clock(out, k, p) for p in {cand.protocol, default.protocol}})
+    budget = plan["budget_seconds"]
+    runs = {
+        "planned": (cand, Lanes(config, clocks, budget=budget, target=FLAGS.target)),
+        "default": (default, Lanes(config, clocks, budget=budget, target=FLAGS.target, steps=config.steps)),
+    }
+    result: dict = {"workers": k}
+    for name, (c, lanes) in runs.items():
+        seeds = []
+        for s in range(FLAGS.seeds):
+            pr = predicted(lanes, c, s)
+            me = measured(config, c, s, pr["steps"], os.path.join(out, "runs", f"workers_{k}", name, f"seed_{s}"))
+            seeds.append({"seed": s, "predicted": pr, "measured": me})
+            print(f"{k} workers, {name} seed {s}: predicted {pr}, measured {me}", flush=True)
+        t_p = mean([x["predicted"]["seconds"] for x in seeds])
+        t_m = mean([x["measured"]["seconds"] for x in seeds])
+        reached = all(x["measured"]["seconds"] is not None for x in seeds)
+        result[name] = {
+            "candidate": c.name,
+            "steps": seeds[0]["predicted"]["steps"],
+            "predicted_seconds_to_target": t_p,
+            "measured_seconds_to_target": t_m if reached else None,
+            "time_ratio": t_p / t_m if (t_p and t_m and reached) else None,
+            "seeds": seeds,
+        }
+    d, r = result["default"]["measured_seconds_to_target"], result["planned"]["measured_seconds_to_target"]
+    result["measured_speedup_over_default"] = d / r if (d and r) else None
+    return result
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    config = FLAGS.config
+    out = os.path.join(FLAGS.outdir, FLAGS.tag)
+    os.makedirs(out, exist_ok=True)
+    plan, plan_wall = run_plan(os.path.join(out, "plan"))
+    rec = plan["recommended"]
+    rows = [rec] + [r for r in plan["rows"] if r["workers"] == max(x["workers"] for x in plan["rows"])]
+    rows = list({int(r["workers"]): r for r in reversed(rows)}.values())[::-1]  # recommended first, once
+    comparisons = [compare(config, plan, r, out) for r in rows]
+    best = candidate(rec)
+    cal = clock(out, best.workers, best.protocol)
+    sim_wall = one_sim_run_seconds(config, best, cal, rec["steps"], os.path.join(out, "runs", "one_sim"))
+    result = {
+        "command": " ".join(sys.argv),
+        "machine": {
+            "device": str(jax.devices()[0]),
+            "devices": jax.device_count(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "python": platform.python_version(),
+        },
+        "target": FLAGS.target,
+        "plan_command": plan["command"],
+        "recommended_command": rec["command"],
+        "comparisons": comparisons,
+        "plan_search_wall_seconds": plan["wall_seconds"],
+        "plan_command_wall_seconds": plan_wall,
+        "one_sim_run_wall_seconds": sim_wall,
+        "plan_over_one_sim_run": plan["wall_seconds"] / sim_wall,
+    }
+    with open(os.path.join(out, "validation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(comparisons, FLAGS.target, os.path.join(out, "validation.png"))
+    summary = {
+        "benchmark": "plan_validation",
+        "comparisons": [
+            {
+                "workers": c["workers"],
+                "planned_time_ratio": c["planned"]["time_ratio"],
+                "default_time_ratio": c["default"]["time_ratio"],
+                "measured_speedup_over_default": c["measured_speedup_over_default"],
+            }
+            for c in comparisons
+        ],
+        "plan_over_one_sim_run": result["plan_over_one_sim_run"],
+    }
+    print(json.dumps(summary))
+
+
+def plot(comparisons, target, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(5 * len(comparisons), 3.4), squeeze=False)
+    for ax, comp in zip(axes[0], comparisons, strict=True):
+        for i, name in enumerate(("planned", "default")):
+            for j, key in enumerate(("predicted", "measured")):
+                vals = [s[key]["seconds"] for s in comp[name]["seeds"] if s[key]["seconds"] is not None]
+                x = i + (j - 0.5) * 0.35
+                ax.bar(x, np.mean(vals) if vals else 0, 0.35, color=f"C{j}", label=key if i == 0 else None)
+                ax.plot([x] * len(vals), vals, "k.", ms=4)
+        ax.set(xticks=[0, 1], xticklabels=["planned", "config default"], ylabel=f"seconds to {target:.1%}")
+        ax.set_title(f"MNIST, {comp['workers']} async workers (steady state)", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    app.run(main)
