@@ -18,6 +18,7 @@ SCRIPTS = {
     "asgdjax-prepare": "prepare",
     "asgdjax-predict": "predict",
     "asgdjax-sweep": "sweep",
+    "asgdjax-plan": "plan",
 }
 
 

@@ -51,19 +51,23 @@ def plot(plan: Plan, path: str, target: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for k, rungs in plan.brackets.items():
+    for i, (k, rungs) in enumerate(plan.brackets.items()):
         last = [s.seconds_to_target for _, s in rungs[-1].scores if s.seconds_to_target is not None]
         a.plot([k] * len(last), last, ".", color="0.7")
         for r, rung in enumerate(rungs):
             acc = [s.best_accuracy for _, s in rung.scores]
-            b.plot([r + (k - 1) * 0.02] * len(acc), acc, ".", alpha=0.6, label=f"{k} workers" if r == 0 else None)
+            x = [r + (i - (len(plan.brackets) - 1) / 2) * 0.12] * len(acc)
+            b.plot(x, acc, ".", color=f"C{i}", alpha=0.6, label=f"{k} workers" if r == 0 else None)
     reached = [r for r in plan.rows if r.seconds is not None]
     a.errorbar([r.workers for r in reached], [r.seconds for r in reached], [r.spread for r in reached], fmt="o")
     a.plot([r.workers for r in plan.front], [r.seconds for r in plan.front], "-", color="C1", label="front")
     rec = plan.recommended
     if rec.seconds is not None:
         a.plot([rec.workers], [rec.seconds], "*", ms=14, color="C3", label="recommended")
+    ks = sorted(plan.brackets)
     a.set(xscale="log", xlabel="workers", ylabel=f"clock seconds to {target:.2%}", title="predicted time to target")
+    a.set_xticks(ks, [str(k) for k in ks])
+    a.minorticks_off()
     a.legend(fontsize=8)
     b.set(xlabel="rung", ylabel="best test accuracy", title="successive halving")
     b.set_xticks(range(len(next(iter(plan.brackets.values())))))
