@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import optax
 
 from asgdjax.api.loss_task import LossTask, check_data
+from asgdjax.api.result import Result, history_from_losses, rejections
 from asgdjax.core.keys import RunKeys, run_keys
 from asgdjax.core.protocol import KINDS, ProtocolSpec
 from asgdjax.core.sampling import Sampler, make_sampler
@@ -177,3 +179,24 @@ def verdict(history, rejected, gradients: int, max_loss: float) -> tuple[str, st
 
 
 INF = math.inf
+
+
+def finish(
+    p: Problem, *, params: Any, losses: np.ndarray, evals: list, trace: Trace, server: Any, t0: float, source: str
+) -> Result:
+    """The Result of a finished run: its curve, rejections and verdict, from either engine."""
+    history = history_from_losses(losses, p.log_every, evals)
+    rejected = rejections(server.rejected)
+    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
+    return Result(
+        params=params,
+        history=history,
+        trace=trace,
+        stats=trace.stats(),
+        rejected=rejected,
+        updates=int(server.version),
+        status=status,
+        reason=reason,
+        wall_seconds=time.perf_counter() - t0,
+        source=source,
+    )

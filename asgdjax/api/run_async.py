@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.api.problem import ProtocolArgs, build_problem, verdict
-from asgdjax.api.result import Result, as_metrics, history_from_losses, rejections
+from asgdjax.api.problem import Problem, ProtocolArgs, build_problem, finish
+from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
 from asgdjax.errors import ConfigError
@@ -74,21 +74,7 @@ def run_async(
         eval_every=eval_every,
         max_loss=max_loss,
     )
-    k = p.spec.num_workers
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown backend {backend!r}; allowed: local, ray")
-    entries = devices if devices is not None else group_devices(k)
-    coordinator = Coordinator(
-        p.task,
-        p.make_server,
-        p.hparams,
-        p.spec,
-        devices=entries,
-        data=jax.tree.map(np.asarray, p.data),
-        sampler=p.sampler,
-        data_key=p.keys.data,
-        backend=backend,
-    )
+    coordinator = _coordinator(p, devices, backend)
     losses: list = []
     evals: list = []
     progress = {"grads": 0}
@@ -111,18 +97,25 @@ def run_async(
         coordinator.shutdown()
     if eval_fn is not None and (not evals or evals[-1][0] != trace.num_gradients):
         evals.append((trace.num_gradients, as_metrics(eval_fn(server.params))))
-    history = history_from_losses(np.asarray([float(x) for x in losses]), p.log_every, evals)
-    rejected = rejections(server.rejected)
-    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
-    return Result(
-        params=server.params,
-        history=history,
-        trace=trace,
-        stats=trace.stats(),
-        rejected=rejected,
-        updates=int(server.version),
-        status=status,
-        reason=reason,
-        wall_seconds=time.perf_counter() - t0,
-        source="runtime",
+    losses_ = np.asarray([float(x) for x in losses])
+    return finish(
+        p, params=server.params, losses=losses_, evals=evals, trace=trace, server=server, t0=t0, source="runtime"
+    )
+
+
+def _coordinator(p: Problem, devices: list | None, backend: str) -> Coordinator:
+    """Workers on `devices` (default: round-robin over jax.devices()) or Ray actors, fed host copies of the data."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; allowed: local, ray")
+    entries = devices if devices is not None else group_devices(p.spec.num_workers)
+    return Coordinator(
+        p.task,
+        p.make_server,
+        p.hparams,
+        p.spec,
+        devices=entries,
+        data=jax.tree.map(np.asarray, p.data),
+        sampler=p.sampler,
+        data_key=p.keys.data,
+        backend=backend,
     )

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.api.problem import ProtocolArgs, build_problem, verdict
-from asgdjax.api.result import Result, as_metrics, history_from_losses, rejections
+from asgdjax.api.problem import ProtocolArgs, build_problem, finish
+from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.trace import Trace
@@ -102,20 +102,10 @@ def simulate(
             evals.append((int(grads_done[event - 1]), as_metrics(eval_fn(st.server.params))))
 
     state = sim.run(state, trace, p.data, p.hparams, p.sampler, p.keys.data, cuts=cuts, callback=on_chunk)
-    history = history_from_losses(gradient_losses(trace, chunks), p.log_every, evals)
-    rejected = rejections(state.server.rejected)
-    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
-    return Result(
-        params=state.server.params,
-        history=history,
-        trace=trace,
-        stats=trace.stats(),
-        rejected=rejected,
-        updates=int(state.server.version),
-        status=status,
-        reason=reason,
-        wall_seconds=time.perf_counter() - t0,
-        source="simulator",
+    losses = gradient_losses(trace, chunks)
+    server = state.server
+    return finish(
+        p, params=server.params, losses=losses, evals=evals, trace=trace, server=server, t0=t0, source="simulator"
     )
 
 

@@ -35,18 +35,7 @@ def run_async(ctx: RunContext) -> dict:
     # this protocol makes when no worker waits (recorded in the trace so a replay uses the same schedule).
     total_updates = spec.expected_updates(config.steps)
     make_server = server_factory(config, total_updates)
-    coordinator = Coordinator(
-        ctx.task,
-        make_server,
-        hparams_from_config(config),
-        spec,
-        devices=group_devices(config.num_workers, config.model_parallel, config.devices),
-        data=jax.tree.map(np.asarray, ctx.data),
-        sampler=sampler_from_config(config, ctx.dataset.num_train),
-        data_key=run_keys.data,
-        server_device=ctx.placement,
-        **backend_args(config),
-    )
+    coordinator = make_coordinator(ctx, spec, make_server)
     protocol = spec.machine(config.steps)
     params = ctx.task.init(run_keys.init)
     server_state = resume(ctx, protocol, make_server(hparams_from_config(config)), params)
@@ -110,6 +99,23 @@ def run_async(ctx: RunContext) -> dict:
         "gradients": trace.num_gradients,
         "summary": summary,
     }
+
+
+def make_coordinator(ctx: RunContext, spec: ProtocolSpec, make_server) -> Coordinator:
+    """The config's coordinator: its worker devices or device groups, host copies of the data, the backend."""
+    config = ctx.config
+    return Coordinator(
+        ctx.task,
+        make_server,
+        hparams_from_config(config),
+        spec,
+        devices=group_devices(config.num_workers, config.model_parallel, config.devices),
+        data=jax.tree.map(np.asarray, ctx.data),
+        sampler=sampler_from_config(config, ctx.dataset.num_train),
+        data_key=keys(config).data,
+        server_device=ctx.placement,
+        **backend_args(config),
+    )
 
 
 def async_summary(config, trace: Trace, stats, server, devices: list, workdir: str) -> dict:

@@ -28,16 +28,7 @@ def run_sim(ctx: RunContext) -> dict:
     spec = ProtocolSpec.from_config(config)
     trace = load_trace(config) if config.trace else schedule_from_config(config)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
-    sim = Simulator(
-        ctx.task,
-        server_factory(config, int(trace.meta.get("lr_schedule_updates", trace.num_updates))),
-        spec,
-        strategy=config.sim_strategy,
-        chunk=config.sim_chunk,
-        ring_depth=int(trace.staleness.max(initial=0)) + 1 if memory(config) == "ring" else 0,
-        placement=ctx.placement if config.model_parallel > 1 else None,
-    )
-    sim.check_replayable(trace)
+    sim = make_simulator(ctx, trace, spec)
     hparams = hparams_from_config(config)
     run_keys = keys(config)
     state = sim.init(ctx.task.init(run_keys.init), hparams)
@@ -95,26 +86,48 @@ def run_sim(ctx: RunContext) -> dict:
         callback=on_chunk,
     )
     bar.close()
-    stats = trace.stats()
     return {
         "params": state.server.params,
         "updates": int(state.server.version),
         "gradients": trace.num_gradients,
-        "summary": {
-            "num_workers": config.num_workers,
-            "protocol": config.protocol,
-            "rule": config.rule,
-            "staleness_mean": stats.staleness_mean,
-            "staleness_max": stats.staleness_max,
-            "staleness_hist": stats.staleness_hist,
-            "virtual_seconds": stats.virtual_time,
-            **rejection_summary(state.server.rejected),
-            "sim_strategy": sim.strategy,
-            "sim_events_per_call": sim.C,
-            "sim_memory": f"ring of {sim.D} versions" if sim.D else f"{config.num_workers} worker copies",
-            "compiled_calls": progress["calls"],
-            "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
-        },
+        "summary": summary(ctx, trace, sim, state, calls=progress["calls"]),
+    }
+
+
+def make_simulator(ctx: RunContext, trace, spec: ProtocolSpec) -> Simulator:
+    """The config's simulator for `trace` (a version ring deep enough for its staleness when memory asks
+    for one; sharded over the model-parallel placement), refusing a trace it cannot replay."""
+    config = ctx.config
+    sim = Simulator(
+        ctx.task,
+        server_factory(config, int(trace.meta.get("lr_schedule_updates", trace.num_updates))),
+        spec,
+        strategy=config.sim_strategy,
+        chunk=config.sim_chunk,
+        ring_depth=int(trace.staleness.max(initial=0)) + 1 if memory(config) == "ring" else 0,
+        placement=ctx.placement if config.model_parallel > 1 else None,
+    )
+    sim.check_replayable(trace)
+    return sim
+
+
+def summary(ctx: RunContext, trace, sim: Simulator, state, *, calls: int) -> dict:
+    """summary.json's simulator fields: staleness, virtual time, rejections, how the replay ran."""
+    config, stats = ctx.config, trace.stats()
+    return {
+        "num_workers": config.num_workers,
+        "protocol": config.protocol,
+        "rule": config.rule,
+        "staleness_mean": stats.staleness_mean,
+        "staleness_max": stats.staleness_max,
+        "staleness_hist": stats.staleness_hist,
+        "virtual_seconds": stats.virtual_time,
+        **rejection_summary(state.server.rejected),
+        "sim_strategy": sim.strategy,
+        "sim_events_per_call": sim.C,
+        "sim_memory": f"ring of {sim.D} versions" if sim.D else f"{config.num_workers} worker copies",
+        "compiled_calls": calls,
+        "trace": os.path.join(os.path.abspath(ctx.workdir), "trace.npz"),
     }
 
 
