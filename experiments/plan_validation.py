@@ -248,6 +248,20 @@ def plot(comparisons, target, path):
                 x = i + (j - 0.5) * 0.35
                 ax.bar(x, np.mean(vals) if vals else 0, 0.35, color=f"C{j}", label=key if i == 0 else None)
                 ax.plot([x] * len(vals), vals, "k.", ms=4)
+        if not any(
+            s[key]["seconds"]
+            for name in ("planned", "default")
+            for s in comp[name]["seeds"]
+            for key in ("predicted", "measured")
+        ):
+            ax.text(
+                0.5,
+                0.5,
+                "target not reached within the budget\n(predicted and measured alike)",
+                ha="center",
+                transform=ax.transAxes,
+            )
+            ax.set_yticks([])
         ax.set(xticks=[0, 1], xticklabels=["planned", "config default"], ylabel=f"seconds to {target:.1%}")
         ax.set_title(f"MNIST, {comp['workers']} async workers (steady state)", fontsize=10)
         ax.legend(fontsize=8)
