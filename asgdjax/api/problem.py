@@ -89,6 +89,18 @@ class Problem:
     max_loss: float
 
 
+CALL_ARGS = (
+    "loss_fn", "params", "data", "optimizer", "steps", "batch_size", "rule", "local_learning_rate", "sampler",
+    "staleness_cap", "key", "log_every", "eval_every", "max_loss",
+)  # fmt: skip
+
+
+def problem_of_call(call: dict[str, Any], *, trace: Trace | None) -> Problem:
+    """build_problem from a front-door call's own arguments (`simulate` and `run_async` take the same ones)."""
+    protocol = ProtocolArgs(call["num_workers"], call["protocol"])
+    return build_problem(**{k: call[k] for k in CALL_ARGS}, protocol=protocol, trace=trace)
+
+
 def build_problem(
     loss_fn: Callable,
     params: Any,

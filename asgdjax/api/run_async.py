@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.api.problem import Problem, ProtocolArgs, build_problem, finish
+from asgdjax.api.problem import Problem, finish, problem_of_call
 from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
@@ -55,25 +55,7 @@ def run_async(
     round-robin over jax.devices()) or `backend="ray"` (Ray actors; call `ray.init()` first), and how
     failing workers are treated (`worker_timeout` seconds, `max_worker_failures` restarts)."""
     t0 = time.perf_counter()
-    args = ProtocolArgs(num_workers, protocol)
-    p = build_problem(
-        loss_fn,
-        params,
-        data,
-        optimizer=optimizer,
-        steps=steps,
-        batch_size=batch_size,
-        protocol=args,
-        trace=None,
-        rule=rule,
-        local_learning_rate=local_learning_rate,
-        sampler=sampler,
-        staleness_cap=staleness_cap,
-        key=key,
-        log_every=log_every,
-        eval_every=eval_every,
-        max_loss=max_loss,
-    )
+    p = problem_of_call(locals(), trace=None)
     coordinator = _coordinator(p, devices, backend)
     losses: list = []
     evals: list = []

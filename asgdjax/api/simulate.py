@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.api.problem import ProtocolArgs, build_problem, finish
+from asgdjax.api.problem import finish, problem_of_call
 from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
@@ -66,25 +66,7 @@ def simulate(
     rejected, has status "diverged" (nothing raises).
     """
     t0 = time.perf_counter()
-    args = ProtocolArgs(num_workers, protocol)
-    p = build_problem(
-        loss_fn,
-        params,
-        data,
-        optimizer=optimizer,
-        steps=steps,
-        batch_size=batch_size,
-        protocol=args,
-        trace=trace,
-        rule=rule,
-        local_learning_rate=local_learning_rate,
-        sampler=sampler,
-        staleness_cap=staleness_cap,
-        key=key,
-        log_every=log_every,
-        eval_every=eval_every,
-        max_loss=max_loss,
-    )
+    p = problem_of_call(locals(), trace=trace)
     if trace is None:
         trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
     sim = Simulator(p.task, p.make_server, p.spec, strategy=strategy)
