@@ -56,7 +56,7 @@ def main(argv) -> None:
     from asgdjax.plan import Space
 
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]!r}")
+        fail(f"unexpected arguments {argv[1:]!r}; pass settings as --FLAG=VALUE and --config.KEY=VALUE")
     logging.set_verbosity(logging.WARNING)
     check_target(FLAGS.target)
     for name, low in (("eta", 2), ("rungs", 1), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
@@ -104,7 +104,9 @@ def run(config, space) -> None:
         evals=FLAGS.evals,
         progress=say,
     )
-    recommended = command(plan.recommended, config_path(), config, user_flags=sys.argv[1:])
+    path = os.path.relpath(config_path())
+    path = config_path() if path.startswith("..") else path
+    recommended = command(plan.recommended, path, config, user_flags=sys.argv[1:])
     argv = "asgdjax-plan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     record = to_json(plan, command=argv, target=FLAGS.target, clocks=described, recommended_command=recommended)
     paths = write(plan, workdir, record)
@@ -145,7 +147,7 @@ def calibrate(config, k: int, protocol, workdir: str, say):
 
 
 def print_plan(plan, recommended: str) -> None:
-    print(f"{'workers':>8} {'s to target':>14} {'+-':>8} {'best acc':>9}  configuration")
+    print(f"{'workers':>8} {'s to target':>14} {'+-':>8} {'accuracy':>9}  configuration")
     front = {r.workers for r in plan.front}
     for r in plan.rows:
         t = f"{r.seconds:.4g}" if r.seconds is not None else "not reached"

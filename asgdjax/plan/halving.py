@@ -17,7 +17,7 @@ class Score(NamedTuple):
     """How a candidate did within a time budget."""
 
     seconds_to_target: float | None  # first evaluation at or above the target (clock seconds); None: not yet
-    best_accuracy: float  # best test accuracy evaluated within the budget
+    best_accuracy: float  # best test accuracy evaluated within the budget (a lane stops at its target)
     gradients: int  # gradients computed within the budget
     diverged: bool = False
 

@@ -60,7 +60,15 @@ def plot(plan: Plan, path: str, target: float) -> None:
             b.plot(x, acc, ".", color=f"C{i}", alpha=0.6, label=f"{k} workers" if r == 0 else None)
     reached = [r for r in plan.rows if r.seconds is not None]
     a.errorbar([r.workers for r in reached], [r.seconds for r in reached], [r.spread for r in reached], fmt="o")
-    a.plot([r.workers for r in plan.front], [r.seconds for r in plan.front], "-", color="C1", label="front")
+    a.plot(
+        [r.workers for r in plan.front],
+        [r.seconds for r in plan.front],
+        "s-",
+        color="C1",
+        label="front",
+        mfc="none",
+        ms=10,
+    )
     rec = plan.recommended
     if rec.seconds is not None:
         a.plot([rec.workers], [rec.seconds], "*", ms=14, color="C3", label="recommended")
