@@ -45,6 +45,16 @@ class _QuietLibraries(logging.Filter):
         return not any(part in path for part in ("/orbax/", "/tensorflow_datasets/", "/etils/"))
 
 
+def start_tool(argv: list[str], *, target: float) -> None:
+    """A tool's first checks: no stray positional argument, a target accuracy in (0, 1]; library logs quiet."""
+    from absl import logging as absl_logging
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]!r}; pass settings as --FLAG=VALUE and --config.KEY=VALUE")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    check_target(target)
+
+
 def check_target(target: float) -> None:
     """A target accuracy flag is a fraction in (0, 1]."""
     if not 0 < target <= 1:

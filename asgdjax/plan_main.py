@@ -19,9 +19,9 @@ import os
 import shlex
 import sys
 
-from absl import flags, logging
+from absl import flags
 
-from asgdjax.cli import check_target, config_path, fail, run_app
+from asgdjax.cli import config_path, fail, run_app, start_tool
 
 flags.DEFINE_string("workdir", None, "Output folder; default runs/plan_<config name>.")
 flags.DEFINE_float("target", 0.95, "Target test accuracy.")
@@ -55,10 +55,7 @@ def main(argv) -> None:
     from asgdjax.errors import ConfigError
     from asgdjax.plan import Space
 
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]!r}; pass settings as --FLAG=VALUE and --config.KEY=VALUE")
-    logging.set_verbosity(logging.WARNING)
-    check_target(FLAGS.target)
+    start_tool(argv, target=FLAGS.target)
     for name, low in (("eta", 2), ("rungs", 1), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
         if getattr(FLAGS, name) < low:
             fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= {low}")

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 flags.DEFINE_string("workdir", "runs/predict", "Output folder.")
 flags.DEFINE_string("calibration", "", "A calibration.json to use (edit one for hardware you do not have).")
@@ -32,19 +32,16 @@ FLAGS = flags.FLAGS
 
 
 def main(argv) -> None:
-    from asgdjax.cli import check_target, fail
+    from asgdjax.cli import fail, start_tool
     from asgdjax.errors import ConfigError
 
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]!r}")
-    logging.set_verbosity(logging.WARNING)
+    start_tool(argv, target=FLAGS.target)
     try:
         counts = [int(x) for x in FLAGS.workers.split(",") if x.strip()]
     except ValueError:
         fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
     if not counts or min(counts) < 1:
         fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
-    check_target(FLAGS.target)
     try:
         run(FLAGS.config, counts)
     except ConfigError as e:
