@@ -64,6 +64,7 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     assert "asgdjax-prepare --dataset=mnist --npz=" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_workdir_holding_another_config_is_refused(tmp_path):
     assert run(["--config.steps=20", "--workdir=run", "--noprogress"], tmp_path).returncode == 0
     before = (tmp_path / "run" / "summary.json").read_text()

@@ -88,6 +88,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one_and_says_so(
     assert summary["resumed_from_step"] == 20 and summary["steps"] == 60
 
 
+@pytest.mark.slow
 def test_a_corrupt_only_checkpoint_is_one_clear_line_and_nothing_is_overwritten(tmp_path):
     common = ["--config.checkpoint_every=40", "--workdir=run", "--noprogress", "--config.model=mlp"]
     assert run_cli("train", ["--config.steps=40", *common], tmp_path).returncode == 0

@@ -79,7 +79,8 @@ def test_rerunning_a_finished_run_says_it_is_complete_and_changes_nothing(tmp_pa
     assert {p: (tmp_path / "run" / p).read_bytes() for p in before} == before
 
 
-@pytest.mark.parametrize("mode", [pytest.param("sync", marks=pytest.mark.slow), "sim"])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "sim"])
 def test_metrics_have_no_duplicate_steps_after_a_resume(tmp_path, mode):
     args = [f"--config.mode={mode}", "--config.num_workers=2", "--config.log_every=10", "--workdir=run", *FAST]
     assert run_cli("train", [*args, "--config.steps=40", "--config.checkpoint_every=20"], tmp_path).returncode == 0

@@ -41,6 +41,7 @@ def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"] == rows
 
 
+@pytest.mark.slow
 def test_vmapped_and_one_by_one_sweeps_agree(digits_task):
     task, data = digits_task
     k = 4
