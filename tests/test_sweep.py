@@ -21,11 +21,12 @@ from asgdjax.sweep.grid import apply, program_key
 @pytest.mark.slow
 def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
     args = ["--config.mode=sim", "--config.num_workers=4", "--config.steps=60", "--config.eval_every=30"]
+    args += ["--config.warm_start_steps=0"]  # all four workers from the start: real staleness in 60 steps
     args += ["--sweep.learning_rate=0.02,0.05,0.1,0.2", "--sweep.momentum=0,0.5,0.9,0.95", "--workdir=sw"]
     out = run_cli("sweep", args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]
-    assert len(rows) == 16 and all(0 < r["final_test_accuracy"] <= 1 for r in rows)
+    assert len(rows) == 16 and all(0 < r["final_test_accuracy"] <= 1 and r["staleness_mean"] > 0 for r in rows)
     assert {(r["learning_rate"], r["momentum"]) for r in rows} == {
         (lr, m) for lr in (0.02, 0.05, 0.1, 0.2) for m in (0.0, 0.5, 0.9, 0.95)
     }
