@@ -130,7 +130,7 @@ Twelve configurations (SSP bound s in {0, 1, 3, unbounded} x three learning rate
 its own schedule, through *one* compiled program (`asgdjax.sim.sweep`: vmapped on accelerators, one after
 another through the same compiled step on the CPU, where that is faster).""",
     ),
-    ("code", SETUP),
+    ("code", SETUP.replace("import json\n", "").replace("import tempfile\n", "")),  # neither is used here
     (
         "code",
         """import optax
@@ -157,7 +157,7 @@ traces = [make_schedule(jax.random.key(0), spec(s), num_steps=STEPS, delays=Dela
 sim = Simulator(task, lambda h: Server(plain(), optax.sgd(h["learning_rate"])), spec(0))
 p0 = task.init(jax.random.key(0))
 sampler = ShardSampler(ds.num_train, 16, 0, K)
-members = [Member(p0, t, {"learning_rate": lr}, sampler, jax.random.key(1)) for t, (_, lr) in zip(traces, cfgs)]
+members = [Member(p0, t, {"learning_rate": lr}, sampler, jax.random.key(1)) for t, (_, lr) in zip(traces, cfgs, strict=True)]
 final = sweep(sim, members, data)  # one compiled program: vmapped on accelerators, one by one on the CPU
 
 
