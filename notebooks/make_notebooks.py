@@ -209,12 +209,16 @@ found = sorted(glob.glob(f"{root}/paper_gpu_asgd/*/results.json"))
 for path in found:
     with open(path) as f:
         r = json.load(f)
-    print(path.split("results/")[-1], "|", r["setting"])
-    print(f"{'clients':>8} {'error':>8} {'staleness':>10} {'s to target':>12} {'speedup':>8}")
-    for s in r["speedups"]:
+    profile = r.get("profile") or "a clock calibrated on the machine that ran it"
+    clock = profile["name"] if isinstance(profile, dict) else profile
+    print(path.split("results/")[-1], "|", r["setting"], "|", clock)
+    print(f"{'clients':>8} {'n_sync':>7} {'start':>6} {'error':>8} {'staleness':>10} {'s to target':>12} {'speedup':>8}")
+    for s in r["speedups"] if "speedups" in r else r["runs"]:  # "runs": studies on a hardware profile
         t = f"{s['seconds_to_target']:.1f}" if s["seconds_to_target"] else "-"
         sp = f"{s['speedup']:.2f}x" if s["speedup"] else "-"
-        print(f"{s['workers']:>8} {s['final_test_error']:>8.4f} {s['staleness_mean']:>10.2f} {t:>12} {sp:>8}")
+        start = "warm" if s.get("warm", True) else "cold"
+        print(f"{s['workers']:>8} {s.get('n_sync', 1):>7} {start:>6} {s['final_test_error']:>8.4f} "
+              f"{s['staleness_mean']:>10.2f} {t:>12} {sp:>8}")
     display(Image(os.path.join(os.path.dirname(path), "paper_gpu_asgd.png")))
 if not found:
     print("no results yet: python experiments/paper_gpu_asgd.py --quick")""",
