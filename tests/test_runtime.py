@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import HP, KEY, assert_trees_close, exactly_once, run_runtime, sgd_server, simulate
+from helpers import HP, KEY, _num_examples, assert_trees_close, exactly_once, run_runtime, sampler, sgd_server, simulate
 
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.parallel import group_devices
@@ -101,3 +101,43 @@ def test_several_workers_can_share_one_device(digits_task):
     assert trace.num_gradients == 24
     assert_trees_close(replay(task, data, trace, spec, p0).server.params, server.params, atol=1e-6)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(server.params))
+
+
+def test_every_program_compiles_before_the_runs_clock_starts(digits_task):
+    """A worker joining after a warm start used to compile its gradient program inside the run (a stall
+    the simulator's clock does not have, and calibration fitted as step time): now each device group's
+    programs and the server update compile and run once before time zero."""
+    from jax._src import monitoring
+    from jax._src.dispatch import BACKEND_COMPILE_EVENT
+
+    from asgdjax.runtime.coordinator import Coordinator
+
+    task, data = digits_task
+    spec = ProtocolSpec(num_workers=2, warm_start_steps=6)
+    co = Coordinator(
+        task,
+        momentum_server(),
+        HP,
+        spec,
+        devices=group_devices(2),
+        data=jax.tree.map(np.asarray, data),
+        sampler=sampler(_num_examples(data), 2),
+        data_key=KEY,
+    )
+    arrived, late = [0], []
+
+    def on_compile(event: str, seconds: float, **_) -> None:
+        if event == BACKEND_COMPILE_EVENT and arrived[0]:
+            late.append(arrived[0])
+
+    monitoring.register_event_duration_secs_listener(on_compile)
+    try:
+        _, trace, _ = co.run(
+            task.init(jax.random.key(0)),
+            spec.machine(20),
+            on_arrival=lambda g, *_: arrived.__setitem__(0, g),
+        )
+    finally:
+        monitoring.unregister_event_duration_listener(on_compile)
+    assert trace.num_gradients == 20 and 1 in set(np.asarray(trace.worker)[6:].tolist())
+    assert late == [], f"programs compiled after arrivals {late}"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from asgdjax.core.protocol import Protocol, ProtocolSpec
@@ -75,6 +76,18 @@ class ServerPrograms:
                 lambda st, g, rv, w, rp, n, hp: make_server(hp).apply(st, g, rv, w, rp, n), out_shardings=state_sh
             ),
         )
+
+    def warm_up(self, state: ServerState, hparams: dict, *, group_size: int, one: bool) -> None:
+        """Compile and run the server update the run will use once on zero gradients (result dropped; the
+        update is a pure function), so the first arrival's service time holds no compilation."""
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        if one:
+            out = self.apply_one(state, zeros, np.int32(0), np.int32(0), state.params, hparams)
+        else:
+            stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * group_size), t)
+            z = np.zeros(group_size, np.int32)
+            out = self.apply(state, stack(zeros), z, z, stack(state.params), np.int32(1), hparams)
+        jax.block_until_ready(out)
 
 
 class Coordinator:

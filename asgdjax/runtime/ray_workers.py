@@ -55,6 +55,16 @@ class GradientWorker:
             self.params = self._local(self.params, g, self.llr)
         return jax.device_get((loss, g))
 
+    def warm_up(self, params) -> None:
+        """Compile and run this worker's programs once on `params` (results dropped), so its first step in
+        the run's clock pays no compilation."""
+        p = jax.device_put(params)
+        batch = one_event(self.task, self.sampler, int(self.worker), 0)
+        out = self._grad(p, self.data, batch, self.worker, np.int32(0))
+        if self.local_updates:
+            out = self._local(p, out[1], self.llr)
+        jax.block_until_ready(out)
+
     def devices(self) -> str:
         import socket
 
@@ -103,6 +113,7 @@ class RayWorkers:
         self._grads: dict[tuple[int, int], object] = {}
         self._next: dict[int, object] = {}
         self._ref: tuple[Any, Any] = (None, None)  # (version, ObjectRef) of the latest parameters sent
+        self._warm = False
 
     def start(self, params, version: int) -> None:
         self._ref = (None, None)
@@ -110,6 +121,12 @@ class RayWorkers:
             self.fetch(w, params, version)
         zeros = jax.tree.map(jnp.zeros_like, params)
         self.acc = [zeros] * self.K if self.local_updates else [None] * self.K
+        if not self._warm:  # every actor compiles before the run's clock starts (see LocalWorkers._warm_up)
+            import ray
+
+            host = jax.device_get(params)
+            ray.get([a.warm_up.remote(host) for a in self.actors])
+            self._warm = True
 
     def submit(self, w: int, s: int) -> Dispatched:
         """Call actor w's step; the future resolves (in Ray's callback thread) to the arrival time."""

@@ -116,7 +116,14 @@ class ActiveRun:
 
     # ---------------------------------------------------------------------------------------------- loop
     def loop(self) -> None:
-        self.pool.start(self.server.params, self.version)
+        self.pool.start(self.server.params, self.version)  # compiles the workers' programs (once per pool)
+        self.co.programs.warm_up(
+            self.server,
+            self.hparams,
+            group_size=self.co.spec.group_size,
+            one=self.co.spec.group_size == 1 and not self.co.spec.local_updates,
+        )
+        self.t0 = time.perf_counter()  # the run's clock starts with everything compiled
         self.dispatch(self.protocol.begin())
         while self.in_flight:
             ready = self.wait()

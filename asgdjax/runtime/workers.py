@@ -68,6 +68,7 @@ class LocalWorkers:
         )
         self._grads: dict[tuple[int, int], tuple[Any, Params]] = {}
         self._pool: cf.ThreadPoolExecutor | None = None
+        self._warm = False
         self.local: list[Params] = [None] * self.K
         self.acc: list[Params] = [None] * self.K
 
@@ -79,8 +80,24 @@ class LocalWorkers:
         for w in range(self.K):
             self.fetch(w, params, version)
         self.acc = [jax.tree.map(jnp.zeros_like, p) for p in self.local] if self.local_updates else [None] * self.K
+        if not self._warm:
+            self._warm_up()
         # One worker: block on its gradient directly. Several: a thread per in-flight gradient blocks on it.
         self._pool = cf.ThreadPoolExecutor(max_workers=self.K, thread_name_prefix="asgd-wait") if self.K > 1 else None
+
+    def _warm_up(self) -> None:
+        """Compile and run each device group's programs once (results dropped) before the run's clock starts,
+        so no worker's first step, a worker joining after a warm start included, pays compilation in the
+        trace: the simulator's clock has no compile term, and calibration would otherwise fit it."""
+        first = {id(pl): w for w, pl in reversed(list(enumerate(self.placements)))}
+        for w in first.values():
+            pl = self.placements[w]
+            batch = one_event(self.task, self.sampler, w, 0)
+            out = self._grad[pl](self.local[w], self._data[pl], batch, np.int32(w), np.int32(0))
+            if self.local_updates:
+                out = self._local_step(self.local[w], self.acc[w], out[1], self.llr)
+            jax.block_until_ready(out)
+        self._warm = True
 
     def submit(self, worker: int, step: int) -> Dispatched:
         pl = self.placements[worker]
