@@ -41,6 +41,53 @@ def test_mnist_prepares_from_the_shared_npz(tmp_path):
     assert np.bincount(d.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+def test_a_prepared_dataset_is_read_back_from_its_dense_copy_and_a_stale_one_is_ignored(tmp_path, monkeypatch):
+    """The first load deserialises the TFDS records and writes asgdjax_arrays.npz beside them; later loads
+        read that copy (the records are not touched); a copy older than the dataset, or with other split sizes,
+        is ignored and rewritten; a copy that cannot be written (disk full, read-only folder) is skipped and the
+    load goes on."""
+    import os
+
+    import tensorflow_datasets as tfds
+
+    from asgdjax.data import array_cache
+    from asgdjax.data.load import builder_for
+
+    first = load_dataset("digits", str(tmp_path))
+    folder = str(builder_for("digits", str(tmp_path)).data_dir)
+    copy = os.path.join(folder, array_cache.FILE)
+    assert os.path.exists(copy) and os.stat(copy).st_mode & 0o044  # readable like the records beside it
+
+    def no_records(*a, **k):
+        raise AssertionError("read the TFDS records although a valid copy exists")
+
+    with monkeypatch.context() as m:
+        m.setattr(tfds.core.DatasetBuilder, "as_data_source", no_records)
+        again = load_dataset("digits", str(tmp_path))
+    for k in array_cache.KEYS:
+        np.testing.assert_array_equal(getattr(again, k), getattr(first, k))
+        assert getattr(again, k).dtype == getattr(first, k).dtype
+
+    info = os.path.join(folder, "dataset_info.json")
+    os.utime(copy, (1, 1))  # older than the prepared dataset: ignored
+    assert array_cache.read(folder, {"train": 1438, "test": 359}) is None
+    load_dataset("digits", str(tmp_path))
+    assert os.path.getmtime(copy) >= os.path.getmtime(info)  # rewritten
+    assert array_cache.read(folder, {"train": 1438, "test": 359}) is not None
+    assert array_cache.read(folder, {"train": 1437, "test": 359}) is None  # other split sizes: ignored
+
+    os.remove(copy)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", disk_full)
+        full = load_dataset("digits", str(tmp_path))
+    assert len(full.train_labels) == 1438 and not os.path.exists(copy)
+    assert not [f for f in os.listdir(folder) if f.startswith(".asgdjax_arrays.")]  # no temporary file left
+
+
 def test_shard_sampler_is_deterministic_disjoint_and_reshuffled():
     k = 4
     smp = ShardSampler(1000, 10, seed=7, num_workers=k)

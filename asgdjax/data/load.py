@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from asgdjax.data import array_cache
 from asgdjax.data.registry import DATASETS, STREAMED, DatasetSpec, default_data_dir
 from asgdjax.errors import ConfigError
 
@@ -116,14 +117,24 @@ def load_dataset(name: str, data_dir: str | None = None, *, workers: int = 1) ->
             raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
         prepare(name, data_dir)
     builder = builder_for(name, data_dir)
-    splits = {}
+    folder = str(builder.data_dir)
+    counts = {split: int(builder.info.splits[split].num_examples) for split in ("train", "test")}
+    arrays = array_cache.read(folder, counts)
+    if arrays is None:
+        arrays = read_records(builder)
+        array_cache.write(folder, arrays)
+    return ArrayDataset(spec, **{k: arrays[k] for k in array_cache.KEYS})
+
+
+def read_records(builder: Any) -> dict[str, np.ndarray]:
+    """Both splits deserialised record by record through TFDS data sources (what the dense copy saves)."""
+    arrays = {}
     for split in ("train", "test"):
         source = builder.as_data_source(split=split)
         items = source.__getitems__(range(len(source)))
-        images = np.stack([it["image"] for it in items]).astype(np.uint8)
-        labels = np.asarray([it["label"] for it in items], np.int32)
-        splits[split] = (images, labels)
-    return ArrayDataset(spec, *splits["train"], *splits["test"])
+        arrays[f"{split}_images"] = np.stack([it["image"] for it in items]).astype(np.uint8)
+        arrays[f"{split}_labels"] = np.asarray([it["label"] for it in items], np.int32)
+    return arrays
 
 
 def _remove_empty_tfds_tmpdirs() -> None:
