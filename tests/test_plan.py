@@ -176,3 +176,26 @@ def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
 def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
     out = run_cli("plan", [flag, "--workdir=p"], tmp_path)
     assert named in one_line_error(out)
+
+
+def test_a_probe_far_below_the_target_skips_the_full_evaluation():
+    """Lanes evaluate on the whole test split only where a probe (1,000 examples spread over it) is within
+    PROBE_MARGIN of the target, or at the end of a rung (which ranks the candidates)."""
+    from asgdjax.plan.lanes import PROBE_EXAMPLES, _probe
+
+    data = {"train_x": np.zeros(1), "test_x": np.arange(10_000), "test_y": np.arange(10_000)}
+    probe = _probe(data)
+    assert len(probe["test_y"]) == PROBE_EXAMPLES and probe["test_y"][-1] == 9990  # spread, not a prefix
+    assert _probe({"test_x": np.arange(3000), "test_y": np.arange(3000)}) is None  # too small to save much
+    calls = []
+
+    class Task:
+        def evaluate(self, params, d):
+            calls.append(len(d["test_y"]))
+            return {"test_accuracy": params}
+
+    lanes = object.__new__(Lanes)
+    lanes.task, lanes.data, lanes.probe, lanes.target = Task(), data, probe, 0.97
+    assert lanes._accuracy(0.90, full=False) is None and calls == [1000]
+    assert lanes._accuracy(0.95, full=False) == 0.95 and calls[1:] == [1000, 10_000]
+    assert lanes._accuracy(0.5, full=True) == 0.5 and calls[3:] == [10_000]
