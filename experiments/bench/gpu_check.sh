@@ -14,7 +14,7 @@ python3 -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/gp
 if [ "$PART" = all ] || [ "$PART" = sim ]; then
   timeout 200 python3 sim_overhead.py --strategies=sequential,waves --batch=32 2>&1 | grep -v '^I1' | tee "$OUT/sim_overhead_b32.txt"
   timeout 120 python3 sim_overhead.py --strategies=sequential,waves --batch=128 --models=cifar_18pct:cifar10 2>&1 | grep -v '^I1' | tee "$OUT/sim_overhead_b128.txt"
-  timeout 150 python3 sweep.py --quick --models=mlp,small_cnn 2>&1 | grep -v '^I1' | tee "$OUT/sweep.txt"
+  timeout 200 python3 sweep.py --quick --models=mlp,small_cnn 2>&1 | grep -v '^I1' | tee "$OUT/sweep.txt"
 fi
 if [ "$PART" = session3 ]; then  # model parallelism (1 GPU: the mesh path's cost), simulator scale, predictor clock
   timeout 150 python3 model_parallel.py --ways=1 --batch=128 2>&1 | grep -v '^I1' | tee "$OUT/model_parallel_h100.txt"
