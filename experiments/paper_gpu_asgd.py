@@ -11,14 +11,19 @@ The clock is the profile's (default asgdjax/configs/hardware/paine2013_gigabit.j
 computing one-GPU AlexNet gradients, 0.5 s a step, and moving its 244 MB of parameters over PCIe 2.0 and
 gigabit MPI); the accuracy is the setting's own training (CIFAR-10 here). So "virtual seconds" are the
 seconds the paper's cluster would take per gradient, while the curve is what asynchrony does to this net.
-Outputs (JSON with the command and the profile, PNG): speedup to a target error against clients per
-n_sync, next to the paper's up-to-3.2x with 8 clients; test error against virtual seconds.
+Every run gets the one client's virtual seconds (`--budget=equal_time`, the default: the paper's question,
+how soon on the cluster's clock), so more clients compute more gradients in the same time; `--budget=
+equal_gradients` gives every run the config's steps instead (how far per gradient). Outputs (JSON with the
+command and the profile, PNG): speedup to a target error against clients per n_sync, next to the paper's
+up-to-3.2x with 8 clients; test error against virtual seconds.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
+import numpy as np
 from absl import app, flags
 from study import ensure_dataset, pyplot, save, savefig
 
@@ -30,6 +35,8 @@ from asgdjax.predict.predict import sim_config
 from asgdjax.predict.profiles import profile_path
 from asgdjax.predict.targets import accuracy_curve, gradient_times
 from asgdjax.sweep import Point, grid, run_grid
+from asgdjax.sweep.grid import apply
+from asgdjax.train.build import schedule_from_config
 
 flags.DEFINE_bool("quick", False, "MNIST small CNN, short runs (same as --setting=mnist).")
 flags.DEFINE_string("setting", "cifar10", "paine2013 config variant: cifar10, mnist or imagenet.")
@@ -39,7 +46,16 @@ flags.DEFINE_string("n_sync", "1,10,100,300", "n_fetch = n_push values.")
 flags.DEFINE_string("cold", "", "Client counts that also run a cold start (default: all).")
 flags.DEFINE_float("late", 0.75, "The target error is what one client reaches at this fraction of its run.")
 flags.DEFINE_string("outdir", "experiments/results/paper_gpu_asgd", "Where JSON, PNG and run folders go.")
+flags.DEFINE_enum(
+    "budget",
+    "equal_time",
+    ["equal_time", "equal_gradients"],
+    "equal_time: every run gets the one client's virtual seconds and computes the gradients its clients fit "
+    "in them (the paper's question: how soon on the cluster's clock); equal_gradients: every run the config's "
+    "steps (how far per gradient).",
+)
 FLAGS = flags.FLAGS
+MAX_STEPS_FACTOR = 16  # an equal-time run computes at most this many times the config's gradients
 PAPER = "up to 3.2x faster ImageNet training with 8 GPU clients (n_sync chosen to amortise communication)"
 
 
@@ -64,6 +80,11 @@ def main(argv):
     # The baseline, as in the paper: one GPU training alone, no parameter server, nothing to communicate.
     alone = {"num_workers": 1, "warm_start_steps": 0, **{f"delay.{k}": 0.0 for k in COMM_KEYS}}
     points.insert(0, Point(alone))
+    if FLAGS.budget == "equal_time":
+        seconds = float(gradient_times(schedule_from_config(apply(clocked, points[0])))[-1])
+        for p in points[1:]:
+            p.overrides["steps"] = steps_within(apply(clocked, p), seconds)
+        print(f"equal time: {seconds:.4g} virtual s each ({base.steps} gradients of one client)", flush=True)
     rows = run_grid(clocked, points, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
     runs = [curve(r) for r in rows]
     one = runs[0]
@@ -83,11 +104,23 @@ def main(argv):
             "profile": {"name": profile.measured.get("name"), "delay": profile.to_json()["delay"]},
             "target_error": target,
             "target_rule": f"the test error one client reaches at {FLAGS.late:.0%} of its run",
+            "budget": FLAGS.budget,
             "best": {k: best[k] for k in ("name", "workers", "n_sync", "warm", "speedup")},
             "runs": runs,
         },
     )
     plot(runs, target, out, setting)
+
+
+def steps_within(config, seconds: float) -> int:
+    """Gradients the point's clients compute within `seconds` of virtual time (from a schedule that runs
+    past it, at most MAX_STEPS_FACTOR times the config's steps)."""
+    c, cap = copy.deepcopy(config), MAX_STEPS_FACTOR * config.steps
+    while True:
+        times = gradient_times(schedule_from_config(c))
+        if times[-1] > seconds or c.steps >= cap:
+            return max(1, min(cap, int(np.searchsorted(times, seconds, "right"))))
+        c.steps = min(cap, 2 * c.steps)
 
 
 def curve(row) -> dict:
@@ -105,6 +138,7 @@ def curve(row) -> dict:
         "staleness_mean": row.summary.get("staleness_mean"),
         "final_test_error": 1 - (row.summary.get("final_test_accuracy") or 0.0),
         "virtual_seconds": row.summary.get("virtual_seconds"),
+        "gradients": int(trace.num_gradients),
         "curve": pts,
     }
 
