@@ -111,6 +111,9 @@ class ActiveRun:
         self.staleness: list[int] = []  # and the staleness of each gradient applied since
         self.failures = [0] * k
         self.stats = RuntimeStats(np.zeros(k, np.int64), np.zeros(k))
+        # Plain async: each update applies one gradient (`apply_one`); groups and Downpour pushes go through
+        # the padded group update (`apply`). The warm-up compiles the one the run uses.
+        self.one_at_a_time = co.spec.group_size == 1 and not co.spec.local_updates
         self.t0 = time.perf_counter()
         self.t_base = max((float(r.t_apply) for r in protocol.rows), default=0.0)  # a resumed run's clock goes on
 
@@ -121,7 +124,7 @@ class ActiveRun:
             self.server,
             self.hparams,
             group_size=self.co.spec.group_size,
-            one=self.co.spec.group_size == 1 and not self.co.spec.local_updates,
+            one=self.one_at_a_time,
         )
         self.t0 = time.perf_counter()  # the run's clock starts with everything compiled
         self.dispatch(self.protocol.begin())
@@ -244,7 +247,7 @@ class ActiveRun:
     def apply_pending(self) -> None:
         t = time.perf_counter()
         p, hp = self.programs, self.hparams
-        if self.co.spec.group_size == 1 and not self.co.spec.local_updates:
+        if self.one_at_a_time:
             g, rv, w, _ = self.pending[0]
             self.server = p.apply_one(self.server, g, np.int32(rv), np.int32(w), self.snap[w], hp)
         else:
