@@ -8,7 +8,9 @@ Searches workers x protocols x staleness rules x learning rates x momenta by sim
 measured by a short real run per worker count and protocol (default), or one calibration.json (asgdjax-predict writes
 and you may edit one), a finished async run's workdir, or a hardware profile. Each worker count gets a
 successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
-budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Prints the Pareto
+budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Brackets go from
+the fewest workers up; once some worker count reaches the target in T seconds, larger ones train only to
+1.25 T (more workers belong on the front only if they are faster), shown as "not by 1.25 T". Prints the Pareto
 front of time to target against workers and the recommended configuration's asgdjax-train command; writes
 plan.json and plan.png to --workdir.
 """
@@ -152,7 +154,7 @@ def print_plan(plan, recommended: str) -> None:
     print(f"{'workers':>8} {'s to target':>14} {'+-':>8} {'accuracy':>9}  configuration")
     front = {r.workers for r in plan.front}
     for r in plan.rows:
-        t = f"{r.seconds:.4g}" if r.seconds is not None else "not reached"
+        t = f"{r.seconds:.4g}" if r.seconds is not None else _not_reached(r.trained_seconds, plan.budget)
         s = f"{r.spread:.2g}" if r.spread is not None else "-"
         mark = " (front)" if r.workers in front else ""
         print(f"{r.workers:>8} {t:>14} {s:>8} {r.accuracy:>9.4f}  {r.candidate.name}{mark}")
@@ -162,6 +164,12 @@ def print_plan(plan, recommended: str) -> None:
         f"search: {plan.wall_seconds:.1f} s wall, {plan.simulated_gradients:,} simulated gradients",
         file=sys.stderr,
     )
+
+
+def _not_reached(trained: float, budget: float) -> str:
+    """'not reached' within the budget, or 'not by T' where the bracket stopped at T (fewer workers were
+    faster: search.BEAT_MARGIN)."""
+    return "not reached" if trained >= budget else f"not by {trained:.4g}"
 
 
 def entry() -> None:

@@ -13,6 +13,7 @@ softsync, SSP), then runs the optimizer once: with one gradient per update that 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -116,6 +117,29 @@ def make_rule(name: str, num_workers: int, lam: float = 0.04) -> optax.GradientT
     if name == "dc_asgd_adaptive":
         return dc_asgd_adaptive(lam, num_workers)
     raise ConfigError(f"unknown rule {name!r}; allowed: {', '.join(RULES)}")
+
+
+def choose(rules: Sequence[optax.GradientTransformationExtraArgs], index) -> optax.GradientTransformationExtraArgs:
+    """rules[index] with `index` possibly traced: every rule compiles into one program and `lax.switch`
+    applies the chosen one (its state updated, the others' passed through). The planner searches rules
+    this way: one compiled simulator per worker count and protocol instead of one per rule."""
+    rules = tuple(rules)
+
+    def init_fn(params):
+        return tuple(r.init(params) for r in rules)
+
+    def update_fn(updates, state, params=None, **extra):
+        def branch(i):
+            def apply(updates, state, params, extra):
+                out, new = rules[i].update(updates, state[i], params, **extra)
+                return out, (*state[:i], new, *state[i + 1 :])
+
+            return apply
+
+        i = jnp.clip(jnp.round(jnp.asarray(index)).astype(jnp.int32), 0, len(rules) - 1)
+        return jax.lax.switch(i, [branch(j) for j in range(len(rules))], updates, state, params, extra)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class CompensatedMomentumState(NamedTuple):

@@ -179,23 +179,91 @@ def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
 
 
 def test_a_probe_far_below_the_target_skips_the_full_evaluation():
-    """Lanes evaluate on the whole test split only where a probe (1,000 examples spread over it) is within
-    PROBE_MARGIN of the target, or at the end of a rung (which ranks the candidates)."""
-    from asgdjax.plan.lanes import PROBE_EXAMPLES, _probe
+    """Lanes evaluate on the whole test split only where each probe (1,000 then 2,500 examples spread over it)
+    is within its binomial margin of the target, or at the end of a rung (which ranks the candidates)."""
+    from asgdjax.plan.lanes import PROBES, _probes, probe_margin
 
-    data = {"train_x": np.zeros(1), "test_x": np.arange(10_000), "test_y": np.arange(10_000)}
-    probe = _probe(data)
-    assert len(probe["test_y"]) == PROBE_EXAMPLES and probe["test_y"][-1] == 9990  # spread, not a prefix
-    assert _probe({"test_x": np.arange(3000), "test_y": np.arange(3000)}) is None  # too small to save much
+    data = {"train_x": np.zeros(1), "test_x": np.arange(20_000), "test_y": np.arange(20_000)}
+    probes = _probes(data)
+    assert [len(p["test_y"]) for p in probes] == list(PROBES) and probes[0]["test_y"][-1] == 19_980  # spread
+    assert [len(p["test_y"]) for p in _probes({"test_x": np.arange(8000), "test_y": np.arange(8000)})] == [1000]
+    assert _probes({"test_x": np.arange(3000), "test_y": np.arange(3000)}) == []  # too small to save much
+    assert probe_margin(0.97, 1000) == pytest.approx(0.0248, abs=1e-4)  # 4.6 sigma
+    assert probe_margin(0.5, 1000) == pytest.approx(0.0727, abs=1e-4) and probe_margin(1.0, 1000) > 0
     calls = []
 
     class Task:
         def evaluate(self, params, d):
             calls.append(len(d["test_y"]))
-            return {"test_accuracy": params}
+            return {"test_accuracy": params[len(d["test_y"])]}
 
     lanes = object.__new__(Lanes)
-    lanes.task, lanes.data, lanes.probe, lanes.target = Task(), data, probe, 0.97
-    assert lanes._accuracy(0.90, full=False) is None and calls == [1000]
-    assert lanes._accuracy(0.95, full=False) == 0.95 and calls[1:] == [1000, 10_000]
-    assert lanes._accuracy(0.5, full=True) == 0.5 and calls[3:] == [10_000]
+    lanes.task, lanes.data, lanes.probes, lanes.target = Task(), data, probes, 0.97
+    acc = lambda probe1, probe2, whole: {1000: probe1, 2500: probe2, 20_000: whole}
+    assert lanes._accuracy(acc(0.94, 0.97, 0.97), full=False) is None and calls == [1000]
+    assert lanes._accuracy(acc(0.95, 0.95, 0.96), full=False) is None and calls[1:] == [1000, 2500]
+    assert lanes._accuracy(acc(0.95, 0.96, 0.962), full=False) == 0.962 and calls[3:] == [1000, 2500, 20_000]
+    assert lanes._accuracy(acc(0.5, 0.5, 0.5), full=True) == 0.5 and calls[6:] == [20_000]
+
+
+def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(monkeypatch):
+    """Brackets run from the fewest workers up; once a count reaches the target in T, larger counts train
+    to BEAT_MARGIN * T (on the front they must be faster), and their rows say how far they trained."""
+    from types import SimpleNamespace
+
+    from asgdjax.plan import search as search_mod
+
+    hits = {2: 3.0, 4: 2.0, 8: 5.0}  # seconds each worker count needs (lr 0.05); lr 0.2 never gets there
+    trained: dict = {}
+
+    class FakeLanes:
+        def __init__(self, config, clocks, *, budget, target, evals, rules):
+            self.budget = budget
+
+        def advance(self, cand, seconds, seed=0):
+            assert seconds <= self.budget
+            trained[cand, seed] = max(trained.get((cand, seed), 0.0), seconds)
+            t = hits[cand.workers] if cand.learning_rate == 0.05 else math.inf
+            return Score(t if t <= seconds else None, 0.97 if t <= seconds else 0.9, int(seconds * 100))
+
+        def lane(self, cand):
+            return SimpleNamespace(config=SimpleNamespace(steps=100))
+
+        def release(self, cand, seed=0):
+            pass
+
+        def simulated_gradients(self):
+            return 0
+
+    monkeypatch.setattr(search_mod, "Lanes", FakeLanes)
+    space = Space.parse(workers="8,4,2", protocols="async", rules="none", learning_rates="0.05,0.2", momenta="0.5")
+    plan = search_mod.search(get_config(), Clocks(default=CLOCK), space, target=0.97, budget=12.0, seeds=2)
+    rows = {r.workers: r for r in plan.rows}
+    assert rows[2].seconds == 3.0 and rows[2].trained_seconds == 12.0  # the first bracket: the whole budget
+    beat = search_mod.BEAT_MARGIN * 3.0
+    assert rows[4].seconds == 2.0 and rows[4].trained_seconds == beat  # faster: measured
+    assert rows[8].seconds is None and rows[8].trained_seconds == search_mod.BEAT_MARGIN * 2.0  # beaten by 4
+    assert max(s for (c, _), s in trained.items() if c.workers == 8) == search_mod.BEAT_MARGIN * 2.0
+    assert plan.brackets[8][-1].seconds == search_mod.BEAT_MARGIN * 2.0
+    assert [r.workers for r in plan.front] == [2, 4] and plan.recommended.workers == 4
+    assert rows[8].to_json()["trained_seconds"] == search_mod.BEAT_MARGIN * 2.0
+
+
+def test_one_program_serves_every_rule_and_run_length_with_the_same_numbers(digits):
+    """Lanes named the search's rules compile one simulator per workers x protocol: the rule, learning rate,
+    momentum and the cosine schedule's length (seeds differ in it) are data. Each lane's evaluations equal
+    those of a lane compiled for its own rule alone."""
+    config = get_config()
+    config.model, config.steps, config.warm_start_steps, config.lr_schedule = "mlp", 120, 0, "cosine"
+    rules = ("none", "staleness_lr")
+    shared = Lanes(config, Clocks(default=CLOCK), budget=0.5, target=0.99, evals=4, rules=rules)
+    for rule in rules:
+        for seed in (0, 1):
+            cand = Candidate(2, ProtocolChoice("async"), rule, 0.1, 0.5)
+            shared.advance(cand, 0.5, seed)
+            alone = Lanes(config, Clocks(default=CLOCK), budget=0.5, target=0.99, evals=4)
+            alone.advance(cand, 0.5, seed)
+            assert shared.curve(cand, seed) == alone.curve(cand, seed)
+    assert len(shared._sims) == 1
+    lanes = [shared.lane(Candidate(2, ProtocolChoice("async"), r, 0.1, 0.5), s) for r in rules for s in (0, 1)]
+    assert len({int(lane.hparams["schedule_updates"]) for lane in lanes}) > 1  # the seeds' run lengths differ

@@ -11,6 +11,7 @@ from asgdjax.core.server import Server
 from asgdjax.errors import ConfigError
 from asgdjax.rules import (
     RULES,
+    choose,
     compensated_momentum,
     compensated_momentum_value,
     dc_asgd,
@@ -153,6 +154,33 @@ def test_every_rule_keeps_the_optax_contract(name):
     chain = optax.chain(tx, optax.adam(1e-3))
     upd, _ = chain.update(G, chain.init(W), W, staleness=2, read_params=WR, worker=0)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(upd))
+
+
+def test_a_chosen_rule_is_that_rule_exactly_with_a_traced_index_and_other_states_untouched():
+    """choose(rules, i) under jit with i traced: one program, the i-th rule's numbers bit for bit, its
+    state updated (DC-ASGD adaptive's per-worker mean square) and every other rule's passed through."""
+    names = ("none", "staleness_lr", "dc_asgd_adaptive", "delay_adaptive")
+    rules = [make_rule(n, 4) for n in names]
+    compiled = []
+
+    @jax.jit
+    def update(i, g, state, tau):
+        compiled.append(1)
+        return choose(rules, i).update(g, state, W, staleness=tau, read_params=WR, worker=2)
+
+    state = choose(rules, 0).init(W)
+    for i, rule in enumerate(rules):
+        want, want_state = jax.jit(lambda g, s, t, r=rule: r.update(g, s, W, staleness=t, read_params=WR, worker=2))(
+            G, state[i], 3
+        )
+        got, got_state = update(float(i), G, state, 3)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+        for j in range(len(rules)):
+            expected = want_state if j == i else state[j]
+            for a, b in zip(jax.tree.leaves(got_state[j]), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert len(compiled) == 1
 
 
 def test_implicit_momentum_of_asynchrony_is_tau_over_one_plus_tau():

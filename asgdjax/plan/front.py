@@ -4,6 +4,7 @@ recommendation (the fastest row) and the command line that runs it for real."""
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ class FrontRow(NamedTuple):
     candidate: Candidate
     scores: tuple[Score, ...]  # one per seed
     steps: int  # gradients within the budget (the recommended --config.steps)
+    trained_seconds: float = math.inf  # clock seconds its bracket trained to (the budget, or less: search.BEAT_MARGIN)
 
     @property
     def workers(self) -> int:
@@ -61,6 +63,7 @@ class FrontRow(NamedTuple):
             "seconds_per_seed": [s.seconds_to_target for s in self.scores],
             "best_accuracy_mean": self.accuracy,
             "diverged_seeds": sum(s.diverged for s in self.scores),
+            "trained_seconds": self.trained_seconds if math.isfinite(self.trained_seconds) else None,
         }
 
 

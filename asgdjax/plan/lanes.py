@@ -1,6 +1,8 @@
 """Lanes: one simulated training run per (candidate, seed) on the planner's clock, advanced in clock time
 and resumable, so successive halving pays each rung only the time it adds. Candidates that share a
-compiled program (same workers, protocol, rule and run length) share one Simulator."""
+compiled program share one Simulator: learning rate, momentum, the learning-rate schedule's length and
+(among the `rules` the search names) the staleness rule are its data, so one program serves every
+candidate of a worker count and protocol."""
 
 from __future__ import annotations
 
@@ -24,14 +26,22 @@ from asgdjax.predict.predict import sim_config
 from asgdjax.predict.targets import gradient_times
 from asgdjax.sim import Simulator
 from asgdjax.sweep.grid import Point, apply
-from asgdjax.train.build import hparams_from_config, keys, sampler_from_config, schedule_from_config, server_factory
+from asgdjax.train.build import (
+    RULE_INDEX,
+    SCHEDULE_UPDATES,
+    hparams_from_config,
+    keys,
+    sampler_from_config,
+    schedule_from_config,
+    server_factory,
+)
 from asgdjax.train.run import prepare
 from asgdjax.train.task import device_data
 from asgdjax.train.validate import validate
 
 MAX_STEPS_FACTOR = 16  # a lane runs at most this many times the config's steps to fill the budget
-PROBE_EXAMPLES = 1000  # every n/1000-th test example: the probe that gates full evaluations
-PROBE_MARGIN = 0.025  # a probe this far below the target is not a hit on the whole split (4.6 sigma at 97%)
+PROBES = (1000, 2500)  # test examples (spread over the split) of the probes that gate a full evaluation
+PROBE_SIGMAS = 4.6  # a probe this many binomial sigmas below the target is no hit on the whole split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Lane:
     data_key: Any
     state: Any
     evals: np.ndarray  # event offsets after which the lane evaluates
+    hparams: dict  # learning rate, momentum and the schedule's length: the simulator's data
     curve: list = dataclasses.field(default_factory=list)  # (gradients, test accuracy, clock seconds)
     event: int = 0
     diverged: bool = False
@@ -76,16 +87,25 @@ class Lanes:
     """Simulated runs of candidates derived from `config`, on `clocks`, each up to `budget` clock seconds."""
 
     def __init__(
-        self, config: Any, clocks: Clocks, *, budget: float, target: float, evals: int = 200, steps: int = 0
+        self,
+        config: Any,
+        clocks: Clocks,
+        *,
+        budget: float,
+        target: float,
+        evals: int = 200,
+        steps: int = 0,
+        rules: tuple[str, ...] = (),
     ) -> None:
         """steps > 0: every lane trains exactly that many gradients (e.g. a config file's own run) instead of
-        the gradients its workers compute within the budget."""
+        the gradients its workers compute within the budget. rules: the rules candidates may name, compiled
+        into each simulator together (`asgdjax.rules.choose`); a candidate's rule outside them gets its own."""
         self.config, self.clocks, self.budget, self.target, self.evals = config, clocks, budget, target, evals
-        self.steps = steps
+        self.steps, self.rules = steps, tuple(rules)
         setup = prepare(config)
         self.task, self.num_train = setup.task, setup.dataset.num_train
         self.data = device_data(setup.dataset)
-        self.probe = _probe(self.data)
+        self.probes = _probes(self.data)
         self._lanes: dict[tuple[Candidate, int], Lane] = {}
         self._sims: dict[tuple, Simulator] = {}
         self._schedules: dict[tuple, Trace] = {}
@@ -131,25 +151,31 @@ class Lanes:
         if (candidate, seed) not in self._lanes:
             c = self.config_of(candidate, seed)
             trace = self._schedule(c, candidate, seed, c.steps)
-            sim = self._simulator(c, candidate, int(trace.meta.get("lr_schedule_updates", trace.num_updates)))
-            hp, k = hparams_from_config(c), keys(c)
+            updates = int(trace.meta.get("lr_schedule_updates", trace.num_updates))
+            sim = self._simulator(c, candidate, updates)
+            hp, k = {**hparams_from_config(c), SCHEDULE_UPDATES: updates}, keys(c)
+            if candidate.rule in self.rules:
+                hp[RULE_INDEX] = self.rules.index(candidate.rule)
             grads = np.cumsum(trace.step >= 0)
             prev = np.concatenate([[0], grads[:-1]])
             evals = np.flatnonzero(grads // c.eval_every > prev // c.eval_every) + 1
             state = sim.init(self.task.init(k.init), hp)
             sampler = sampler_from_config(c, self.num_train)
-            self._lanes[(candidate, seed)] = Lane(candidate, c, trace, sim, sampler, k.data, state, evals)
+            self._lanes[(candidate, seed)] = Lane(candidate, c, trace, sim, sampler, k.data, state, evals, hp)
         return self._lanes[(candidate, seed)]
 
     def _simulator(self, c: Any, candidate: Candidate, updates: int) -> Simulator:
-        """One Simulator (one compiled program) per workers x protocol x rule; a decaying learning rate
-        schedule bakes the run's update count into the program too. The first one measures the gradient
-        and picks the strategy and chunk; the others reuse its choice instead of measuring again."""
-        key = (candidate.program, updates if c.lr_schedule != "constant" else 0)
+        """One Simulator (one compiled program) per workers x protocol (the rule, the schedule's length and
+        the learning rate are data: `RULE_INDEX`, `SCHEDULE_UPDATES`; `updates` only sets the factory's
+        default). The first one measures the gradient and picks the strategy and chunk; the others reuse
+        its choice."""
+        shared = candidate.rule in self.rules
+        key = (candidate.workers, candidate.protocol, self.rules if shared else candidate.rule)
         if key not in self._sims:
             spec = ProtocolSpec.from_config(c)
             strategy, chunk = self._plan or (c.sim_strategy, c.sim_chunk)
-            sim = Simulator(self.task, server_factory(c, updates), spec, strategy=strategy, chunk=chunk)
+            factory = server_factory(c, updates, rules=self.rules if shared else ())
+            sim = Simulator(self.task, factory, spec, strategy=strategy, chunk=chunk)
             sim.plan(self.task.init(keys(c).init), self.data, c.batch_size)
             self._plan = self._plan or (sim.strategy, sim.C)
             self._sims[key] = sim
@@ -205,7 +231,7 @@ class Lanes:
                 lane.state,
                 lane.trace.slice(stop),
                 self.data,
-                hparams_from_config(lane.config),
+                lane.hparams,
                 lane.sampler,
                 lane.data_key,
                 start_event=lane.event,
@@ -214,12 +240,14 @@ class Lanes:
             )
 
     def _accuracy(self, params: Any, *, full: bool) -> float | None:
-        """Test accuracy on the whole split, or None where a probe on PROBE_EXAMPLES of it shows the run
-        too far below the target for this evaluation to be its first hit (most evaluations of a search are
-        such; a hit, and every rung's last evaluation that ranks the candidates, is always a full one)."""
-        probe = None if full or self.probe is None else self.task.evaluate(params, self.probe)["test_accuracy"]
-        if probe is not None and probe < self.target - PROBE_MARGIN:
-            return None
+        """Test accuracy on the whole split, or None where a probe (PROBES: 1,000 test examples, then
+        2,500) shows the run too far below the target for this evaluation to be its first hit: most of a
+        search's evaluations are such, and a probe costs a tenth of the split or less. A hit, and every
+        rung's last evaluation (those rank the candidates), is always a whole-split figure."""
+        for probe in () if full else self.probes:
+            acc = self.task.evaluate(params, probe)["test_accuracy"]
+            if acc < self.target - probe_margin(self.target, len(probe["test_y"])):
+                return None
         return float(self.task.evaluate(params, self.data)["test_accuracy"])
 
     def score(self, lane: Lane) -> Score:
@@ -236,14 +264,25 @@ class Lanes:
         return sum(int((lane.trace.step[: lane.event] >= 0).sum()) for lane in self._lanes.values())
 
 
-def _probe(data: Any) -> Any:
-    """The data with its test split thinned to PROBE_EXAMPLES spread over it (a prefix can be easier than
-    the rest: MNIST's first half); None when there is no resident test split or too small a one to save."""
-    if not isinstance(data, dict) or "test_y" not in data or len(data["test_y"]) <= 4 * PROBE_EXAMPLES:
-        return None
-    every = len(data["test_y"]) // PROBE_EXAMPLES
-    pick = slice(0, every * PROBE_EXAMPLES, every)
-    return {**data, "test_x": data["test_x"][pick], "test_y": data["test_y"][pick]}
+def probe_margin(target: float, examples: int) -> float:
+    """How far below the target a probe of `examples` may score and still be a hit on the whole split:
+    PROBE_SIGMAS binomial standard deviations at the target (0.025 for 1,000 examples at 97%; 0.073 at 50%,
+    where accuracy is noisier), so a hit is missed with probability about 2e-6 per evaluation."""
+    t = min(max(target, 0.0), 1.0)
+    return PROBE_SIGMAS * max(math.sqrt(t * (1.0 - t) / examples), 0.5 / examples)
+
+
+def _probes(data: Any) -> list:
+    """The data with its test split thinned to each of PROBES examples spread over it (a prefix can be
+    easier than the rest: MNIST's first half); only those of at most a quarter of the split (else little saving)."""
+    if not isinstance(data, dict) or "test_y" not in data:
+        return []
+    n, out = len(data["test_y"]), []
+    for size in PROBES:
+        if n >= 4 * size:
+            pick = slice(0, (n // size) * size, n // size)
+            out.append({**data, "test_x": data["test_x"][pick], "test_y": data["test_y"][pick]})
+    return out
 
 
 def default_budget(

@@ -67,11 +67,6 @@ class Candidate(NamedTuple):
             f"learning_rate={self.learning_rate:g},momentum={self.momentum:g}"
         )
 
-    @property
-    def program(self) -> tuple[int, ProtocolChoice, str]:
-        """What its compiled simulator depends on: candidates equal here share one program."""
-        return self.workers, self.protocol, self.rule
-
     def overrides(self) -> dict[str, Any]:
         return {
             "num_workers": self.workers,

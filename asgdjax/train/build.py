@@ -3,7 +3,7 @@ asynchrony keys. The one place a config is read into the core's types."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from asgdjax.config_checks import choice, int_at_least
@@ -15,7 +15,7 @@ from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.optim import make_optimizer
-from asgdjax.rules import RULES, make_rule
+from asgdjax.rules import RULES, choose, make_rule
 from asgdjax.sim import STRATEGIES, make_schedule
 
 
@@ -137,7 +137,7 @@ def model_bytes(config: Any) -> int:
 
 
 def optimizer_from_config(
-    config: Any, learning_rate: Any, total_updates: int, num_workers: int = 1, momentum: Any = None
+    config: Any, learning_rate: Any, total_updates: Any, num_workers: int = 1, momentum: Any = None
 ):
     """The server-side optimizer of this config (learning rate and momentum given: a sweep passes traced
     ones, one per configuration)."""
@@ -155,16 +155,26 @@ def optimizer_from_config(
     )
 
 
-def server_factory(config: Any, total_updates: int) -> Callable[[dict], Server]:
-    """hparams -> Server: the rule and optimizer of this config, learning rate taken from hparams."""
+def server_factory(config: Any, total_updates: int, *, rules: Sequence[str] = ()) -> Callable[[dict], Server]:
+    """hparams -> Server: the rule and optimizer of this config, learning rate taken from hparams (and the
+    learning-rate schedule's length too where hparams has SCHEDULE_UPDATES: one program, any run length).
+    rules: compile all of these instead of config.rule, hparams[RULE_INDEX] choosing one (a search over
+    rules then shares one program)."""
 
     def make(hparams: dict) -> Server:
-        rule = make_rule(config.rule, config.num_workers, config.rule_lambda)
+        names = rules or (config.rule,)
+        each = [make_rule(r, config.num_workers, config.rule_lambda) for r in names]
+        rule = choose(each, hparams[RULE_INDEX]) if rules else each[0]
         lr, mu = hparams["learning_rate"], hparams.get("momentum")
-        opt = optimizer_from_config(config, lr, total_updates, config.num_workers, momentum=mu)
+        total = hparams.get(SCHEDULE_UPDATES, total_updates)
+        opt = optimizer_from_config(config, lr, total, config.num_workers, momentum=mu)
         return Server(rule, opt, num_workers=config.num_workers, staleness_cap=config.staleness_cap)
 
     return make
+
+
+SCHEDULE_UPDATES = "schedule_updates"  # optional hparams key: the decaying schedule's length, as data
+RULE_INDEX = "rule_index"  # hparams key of a server_factory(rules=...): which of its rules applies
 
 
 def hparams_from_config(config: Any) -> dict[str, float]:
