@@ -49,6 +49,9 @@ class DelayModel:
     server_bandwidth: float = 0.0  # bytes/s of the server's network link, shared by all workers; 0 = free
     server_latency: float = 0.0  # seconds per transfer on the network
     apply_seconds: float = 0.0  # server seconds to apply one update (serial, after `service`)
+    # A worker computing alone (the warm start, a straggler's tail) on a host whose workers and coordinator
+    # share cores runs its step, latency and service this much faster or slower than the shared clock.
+    solo: float = 1.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -69,6 +72,8 @@ class DelayModel:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"delay.{key}={value!r} is not allowed; use seconds >= 0")
+        if not (math.isfinite(self.solo) and self.solo > 0):
+            raise ConfigError(f"delay.solo={self.solo!r} is not allowed; use a number > 0 (1 = as when shared)")
         if not math.isfinite(self.payload_bytes):
             raise ConfigError(
                 f"delay.payload_bytes={self.payload_bytes!r} is not allowed; use bytes (< 0: the model's)"
@@ -120,6 +125,7 @@ class DelayModel:
             latency=float(c.get("latency", 0.0)),
             service=float(c.get("service", 0.0)),
             **{k: float(c.get(k, 0.0)) for k in COMM_KEYS},
+            solo=float(c.get("solo", 1.0)),
         )
 
 

@@ -108,3 +108,23 @@ def test_prediction_is_deterministic_for_a_calibration_and_seed(tmp_path):
 def test_predict_cli_bad_input_is_one_line(tmp_path, flag, message):
     err = one_line_error(run_cli("predict", [flag, f"--workdir={tmp_path}"], tmp_path))
     assert err.startswith("asgdjax-predict: error: ") and message in err
+
+
+def test_a_warm_starts_arrivals_fit_solo_and_only_the_rest_fit_the_shared_clock(tmp_path):
+    """The first solo_steps arrivals (worker 0 alone) fit `solo`, their mean cycle (step + notice +
+    service) over the shared one; the shared clock comes from the arrivals after them only."""
+    from asgdjax.predict.calibration import fit
+
+    n_solo, n_shared = 100, 400
+    steps = [(0, 0.001)] * n_solo + [(i % 2, 0.002) for i in range(n_shared)]
+    notice = [0.0002] * n_solo + [0.001] * n_shared
+    service = [0.0008] * n_solo + [0.002] * n_shared
+    cal = fit(steps, notice, service, 2, solo_steps=n_solo)
+    assert cal.delay.mean == pytest.approx(0.002) and cal.delay.speeds == pytest.approx((1.0, 1.0))
+    assert cal.delay.latency == pytest.approx(0.001) and cal.delay.service == pytest.approx(0.002)
+    assert cal.delay.solo == pytest.approx(0.002 / 0.005)  # a 2 ms solo cycle against a 5 ms shared one
+    assert fit(steps, notice, service, 2).delay.solo == 1.0  # no warm start named: no solo
+    old = cal.to_json()  # files written before `solo` existed still load, as solo 1
+    del old["delay"]["solo"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Calibration.load(str(tmp_path / "old.json")).delay.solo == 1.0

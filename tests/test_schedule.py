@@ -173,3 +173,24 @@ def test_latencies_and_the_servers_apply_time_are_charged_per_push_and_fetch():
     # per step: push (0.01 + 0.02) + apply 0.1 + fetch (0.02 + 0.01) on top of the 1 s of compute; the run
     # ends when the last push arrives
     assert sched(KEY, 1, 50, d).virtual_time == pytest.approx(50 * 1.16 - 0.13, rel=1e-9)
+
+
+def test_a_lone_worker_runs_its_cycle_solo_times_as_long_and_shared_workers_as_before():
+    """A worker with no other in flight (the warm start) runs step, latency and service `solo` times as
+    long: on a shared host a lone worker and the coordinator do not compete for cores."""
+    import dataclasses
+
+    shared = DelayModel("constant", latency=0.5, service=0.5)  # a 2 s cycle: 1 s step, 0.5 + 0.5 s server
+    fast = dataclasses.replace(shared, solo=0.5)
+    a = sched(KEY, 2, 40, shared, warm_start_steps=10)
+    b = sched(KEY, 2, 40, fast, warm_start_steps=10)
+    ends = lambda t: np.asarray(t.t_arrive)[np.asarray(t.step) >= 0]
+    assert np.allclose(np.diff(ends(a)[:10]), 2.0) and np.allclose(np.diff(ends(b)[:10]), 1.0)
+    assert a.worker.tolist() == b.worker.tolist() and a.v_read.tolist() == b.v_read.tolist()
+    late = slice(14, None)  # both workers stepping: the same cycle, 10 solo cycles of 1 s earlier
+    assert np.allclose(ends(a)[late] - ends(b)[late], 10 * 1.0)
+    assert sched(KEY, 2, 40, dataclasses.replace(shared, solo=1.0), warm_start_steps=10).t_arrive.tolist() == (
+        a.t_arrive.tolist()
+    )
+    with pytest.raises(ConfigError, match="delay.solo=0"):
+        DelayModel("constant", solo=0.0)

@@ -63,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.delay.server_bandwidth = 0.0  # bytes/s of the server's network link, shared by all workers; 0 = free
     c.delay.server_latency = 0.0  # seconds per transfer on the network
     c.delay.apply_seconds = 0.0  # server seconds per update (after service)
+    c.delay.solo = 1.0  # a worker alone (warm start) runs step, latency and service this many times as long
     # == Runtime (mode=async) ==
     c.backend = "local"  # local (this machine's devices) | ray (Ray actors, any number of hosts)
     c.devices = ""  # comma-separated device ids, model_parallel per worker; "" = round-robin over jax.devices()

@@ -4,7 +4,9 @@ A real run's coordinator records, per arrival, the worker's step time (dispatch 
 time until the coordinator took it (`latency`) and how long it then held it (`service`: rows, the server
 update's dispatch, fetch, starting the next step). The fit: per-worker mean step times give relative
 speeds; step times divided by their worker's mean give the noise, fitted as a mean-1 lognormal (sigma of
-the log) or, when nearly constant, as constant. The result is a `DelayModel`, so the simulator's schedules
+the log) or, when nearly constant, as constant. A warm start's arrivals (worker 0 alone) fit how much
+faster a lone worker's whole cycle runs (`solo`: on a 2-core host, 0.4-0.6, since the coordinator and
+the other workers no longer compete for the cores). The result is a `DelayModel`, so the simulator's schedules
 run on the measured clock. Edit the JSON for hardware you do not have: more workers (missing speeds are 1),
 slower ones (speeds 3.0), a network (latency 0.05).
 """
@@ -98,11 +100,30 @@ def fit(
     num_workers: int,
     measured: dict | None = None,
     skip: int = 2,
+    solo_steps: int = 0,
 ) -> Calibration:
     """Fit a Calibration from per-arrival samples (the coordinator's RuntimeStats).
 
-    The first `skip` steps of every worker are dropped (compilation, warm-up).
+    The first `skip` steps of every worker are dropped (compilation, warm-up). The first `solo_steps`
+    arrivals (a warm start: worker 0 alone) fit `solo` instead: their mean cycle (step + notice + service)
+    over the shared clock's cycle for worker 0; the shared clock is fitted from the arrivals after them.
     """
+    shared = slice(solo_steps if solo_steps < len(step_seconds) else 0, None)
+    delay = _fit_shared(step_seconds[shared], latency[shared], service[shared], num_workers, skip)
+    solo = 1.0
+    if 0 < solo_steps < len(step_seconds) and solo_steps > skip + 2:
+        cycles = [t + n + v for (_, t), n, v in zip(step_seconds, latency, service, strict=False)]
+        own = delay.mean * (delay.speeds[0] if delay.speeds else 1.0) + delay.latency + delay.service
+        solo = _trimmed_mean(cycles[skip:solo_steps]) / own
+    delay = dataclasses.replace(delay, solo=float(solo))
+    info = {"num_workers": num_workers, "samples": len(step_seconds), "solo_samples": max(0, solo_steps - skip)}
+    return Calibration(delay, {**info, **(measured or {})})
+
+
+def _fit_shared(
+    step_seconds: list[tuple[int, float]], latency: list[float], service: list[float], num_workers: int, skip: int
+) -> DelayModel:
+    """Per-worker mean step times (relative speeds), the lognormal noise around them, latency and service."""
     samples: dict[int, list[float]] = {w: [] for w in range(num_workers)}
     for w, t in step_seconds:
         samples[int(w)].append(float(t))
@@ -116,7 +137,7 @@ def fit(
     sigma = float(np.std(np.log(noise)))
     kind, spread = ("constant", 0.5) if sigma < 0.01 else ("lognormal", sigma)
     start = min(skip * num_workers, len(latency) // 2)
-    delay = DelayModel(
+    return DelayModel(
         kind=kind,
         mean=mean,
         spread=spread,
@@ -124,8 +145,6 @@ def fit(
         latency=_trimmed_mean(latency[start:]),
         service=_trimmed_mean(service[start:]),
     )
-    info = {"num_workers": num_workers, "samples": int(sum(len(v) for v in per_worker.values()))}
-    return Calibration(delay, {**info, **(measured or {})})
 
 
 def _trim(x: np.ndarray, top: float = 0.01) -> np.ndarray:
@@ -137,9 +156,11 @@ def _trimmed_mean(x) -> float:
     return float(_trim(np.asarray(x, np.float64)).mean()) if len(x) else 0.0
 
 
-def calibrate(stats, num_workers: int, measured: dict | None = None) -> Calibration:
+def calibrate(stats, num_workers: int, measured: dict | None = None, *, solo_steps: int = 0) -> Calibration:
     """The Calibration of a finished runtime run (`Coordinator.run`'s RuntimeStats)."""
-    return fit(stats.step_seconds, stats.notice_seconds, stats.service_seconds, num_workers, measured)
+    return fit(
+        stats.step_seconds, stats.notice_seconds, stats.service_seconds, num_workers, measured, solo_steps=solo_steps
+    )
 
 
 def calibrate_workdir(workdir: str) -> Calibration:
@@ -152,4 +173,12 @@ def calibrate_workdir(workdir: str) -> Calibration:
     except OSError:
         raise ConfigError(f"{workdir!r} holds no finished mode=async run (runtime_stats.json, config.json)") from None
     measured = {"workdir": os.path.abspath(workdir), "model": config["model"], "batch_size": config["batch_size"]}
-    return fit(raw["step_seconds"], raw["notice_seconds"], raw["service_seconds"], config["num_workers"], measured)
+    solo = int(config.get("warm_start_steps", 0)) if config["num_workers"] > 1 else 0
+    return fit(
+        raw["step_seconds"],
+        raw["notice_seconds"],
+        raw["service_seconds"],
+        config["num_workers"],
+        measured,
+        solo_steps=solo,
+    )

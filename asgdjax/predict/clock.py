@@ -25,10 +25,15 @@ def given_clock(
     return None
 
 
+SOLO_FRACTION = 0.1  # of a calibration run's gradients: worker 0 alone first, to fit the clock's `solo`
+
+
 def calibration_run_config(config: Any, num_workers: int, steps: int) -> Any:
-    """A short real async run whose step times become the clock: every worker steps from the start (no
-    warm start) and nothing evaluates (an evaluation would pause the workers and skew the clock)."""
+    """A short real async run whose step times become the clock: worker 0 alone for a tenth of it (a warm
+    start, whatever the config's: it fits how fast a lone worker runs), then every worker; nothing evaluates
+    (an evaluation would pause the workers and skew the clock)."""
     c = config.copy_and_resolve_references()
-    c.mode, c.num_workers, c.steps, c.warm_start_steps = "async", num_workers, steps, 0
+    solo = int(SOLO_FRACTION * steps) if num_workers > 1 else 0
+    c.mode, c.num_workers, c.steps, c.warm_start_steps = "async", num_workers, steps, solo
     c.eval_every = c.log_every = c.checkpoint_every = steps
     return c

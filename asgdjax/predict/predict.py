@@ -22,7 +22,7 @@ def sim_config(config, calibration: Calibration, num_workers: int, eval_every: i
     c.delay.kind, c.delay.mean, c.delay.spread = d.kind, d.mean, d.spread
     c.delay.speeds = ",".join(f"{s:.6g}" for s in d.speeds)
     c.delay.straggler_prob, c.delay.straggler_factor = d.straggler_prob, d.straggler_factor
-    c.delay.latency, c.delay.service = d.latency, d.service
+    c.delay.latency, c.delay.service, c.delay.solo = d.latency, d.service, d.solo
     for key in COMM_KEYS:
         c.delay[key] = float(getattr(d, key))
     return c

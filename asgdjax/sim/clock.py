@@ -11,7 +11,9 @@ GPU client, set both to 0 and charge the server through `apply_seconds` and the 
 worker's device -> host link (latency + bytes / bandwidth, private to the worker) and then the server's
 network link (shared by every worker: a FIFO queue per direction); a fetch crosses them back before the
 worker's next step can start. Downpour's purely local steps touch neither. With every cost 0 this is
-exactly the event loop of a plain asynchronous schedule.
+exactly the event loop of a plain asynchronous schedule. A worker with no other in flight (the warm start)
+runs its step, latency and service times `solo` times as long (fitted from a calibration run's warm start:
+on a shared host a lone worker and the coordinator do not compete for cores).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class VirtualClock:
         m = self.model
         if m.latency or m.service or (self.comm and any(r.push or r.fetch for r in rows)):
             applies = sum(1 for r in rows if r.apply)
-            done = self.server_free = max(t + m.latency, self.server_free) + m.service + applies * m.apply_seconds
+            f = m.solo if not self.heap else 1.0  # nothing else in flight: this worker is alone
+            taken = max(t + f * m.latency, self.server_free)
+            done = self.server_free = taken + f * m.service + applies * m.apply_seconds
         fetched = {r.worker for r in rows if r.fetch == Fetch.NOW or (r.fetch == Fetch.ON_APPLY and _applied(r))}
         self._start(starts, {v: self._fetch(done) for v in sorted(fetched)} if self.comm else {}, done)
 
@@ -73,9 +77,10 @@ class VirtualClock:
         return self.down_free + self.model.server_latency + self.model.worker_transfer()
 
     def _start(self, starts: list[tuple[int, int]], ready: dict[int, float], t: float) -> None:
+        alone = len(starts) == 1 and not self.heap and self.model.solo != 1.0
         for w, s in starts:
             begin = ready.get(w, t)
-            self._push(begin + self.times.time(w, s), w, s, COMPUTED)
+            self._push(begin + self.times.time(w, s) * (self.model.solo if alone else 1.0), w, s, COMPUTED)
 
     def _push(self, t: float, w: int, s: int, kind: int) -> None:
         heapq.heappush(self.heap, (t, w, s, kind))
