@@ -178,32 +178,39 @@ def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
     assert named in one_line_error(out)
 
 
-def test_a_probe_far_below_the_target_skips_the_full_evaluation():
-    """Lanes evaluate on the whole test split only where each probe (1,000 then 2,500 examples spread over it)
-    is within its binomial margin of the target, or at the end of a rung (which ranks the candidates)."""
-    from asgdjax.plan.lanes import PROBES, _probes, probe_margin
+def test_an_evaluation_far_below_the_target_stops_after_its_first_examples():
+    """Lanes score the test split in parts of a fixed random order (1,000, then up to 2,000, 5,000, all) and
+    stop where the examples so far are too far below the target (a hypergeometric margin) for the whole
+    split to reach it; what they return is the whole split's accuracy, counted exactly."""
+    from asgdjax.plan.lanes import STAGES, _stages, probe_margin
 
-    data = {"train_x": np.zeros(1), "test_x": np.arange(20_000), "test_y": np.arange(20_000)}
-    probes = _probes(data)
-    assert [len(p["test_y"]) for p in probes] == list(PROBES) and probes[0]["test_y"][-1] == 19_980  # spread
-    assert [len(p["test_y"]) for p in _probes({"test_x": np.arange(8000), "test_y": np.arange(8000)})] == [1000]
-    assert _probes({"test_x": np.arange(3000), "test_y": np.arange(3000)}) == []  # too small to save much
-    assert probe_margin(0.97, 1000) == pytest.approx(0.0248, abs=1e-4)  # 4.6 sigma
-    assert probe_margin(0.5, 1000) == pytest.approx(0.0727, abs=1e-4) and probe_margin(1.0, 1000) > 0
-    calls = []
+    n = 20_000
+    data = {"train_x": np.zeros(1), "test_x": np.arange(n), "test_y": np.arange(n)}
+    parts = _stages(data)
+    assert [len(p["test_y"]) for p in parts] == [1000, 1000, 3000, 15_000] and STAGES == (1000, 2000, 5000)
+    seen = np.concatenate([p["test_y"] for p in parts])
+    assert sorted(seen.tolist()) == list(range(n))  # a partition of the split
+    assert parts[0]["test_y"].max() > 0.9 * n and parts[0]["test_y"].min() < 0.1 * n  # spread, not a prefix
+    assert _stages({"test_x": np.arange(3000), "test_y": np.arange(3000)}) == []  # too small to save much
+    assert probe_margin(0.97, 1000, 10_000) == pytest.approx(4.6 * np.sqrt(0.97 * 0.03 / 1000 * 0.9))
+    assert probe_margin(0.5, 1000, 10_000) > 0.06 and probe_margin(0.97, 10_000, 10_000) == 0.0
+    assert probe_margin(1.0, 1000, 10_000) > 0  # a target of 1: still a margin
 
-    class Task:
-        def evaluate(self, params, d):
-            calls.append(len(d["test_y"]))
-            return {"test_accuracy": params[len(d["test_y"])]}
+    class Task:  # every example right below `right`, wrong from there on
+        def __init__(self):
+            self.calls = []
+
+        def evaluate(self, right, d):
+            self.calls.append(len(d["test_y"]))
+            return {"test_accuracy": float(np.mean(d["test_y"] < right))}
 
     lanes = object.__new__(Lanes)
-    lanes.task, lanes.data, lanes.probes, lanes.target = Task(), data, probes, 0.97
-    acc = lambda probe1, probe2, whole: {1000: probe1, 2500: probe2, 20_000: whole}
-    assert lanes._accuracy(acc(0.94, 0.97, 0.97), full=False) is None and calls == [1000]
-    assert lanes._accuracy(acc(0.95, 0.95, 0.96), full=False) is None and calls[1:] == [1000, 2500]
-    assert lanes._accuracy(acc(0.95, 0.96, 0.962), full=False) == 0.962 and calls[3:] == [1000, 2500, 20_000]
-    assert lanes._accuracy(acc(0.5, 0.5, 0.5), full=True) == 0.5 and calls[6:] == [20_000]
+    lanes.task, lanes.data, lanes.stages, lanes.target = Task(), data, parts, 0.97
+    assert lanes._accuracy(0.90 * n, full=False) is None and lanes.task.calls == [1000]
+    got = lanes._accuracy(0.975 * n, full=False)
+    assert got == 0.975 and lanes.task.calls[1:] == [1000, 1000, 3000, 15_000]  # exact: 19,500 / 20,000
+    lanes.task.calls.clear()
+    assert lanes._accuracy(0.5 * n, full=True) == 0.5 and lanes.task.calls == [1000, 1000, 3000, 15_000]
 
 
 def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(monkeypatch):

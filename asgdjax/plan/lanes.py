@@ -40,8 +40,8 @@ from asgdjax.train.task import device_data
 from asgdjax.train.validate import validate
 
 MAX_STEPS_FACTOR = 16  # a lane runs at most this many times the config's steps to fill the budget
-PROBES = (1000, 2500)  # test examples (spread over the split) of the probes that gate a full evaluation
-PROBE_SIGMAS = 4.6  # a probe this many binomial sigmas below the target is no hit on the whole split
+STAGES = (1000, 2000, 5000)  # test examples scored (a fixed random order; whole evaluation batches) before the rest
+PROBE_SIGMAS = 4.6  # scored examples this many sigmas below the target: the whole split is no hit either
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Lanes:
         setup = prepare(config)
         self.task, self.num_train = setup.task, setup.dataset.num_train
         self.data = device_data(setup.dataset)
-        self.probes = _probes(self.data)
+        self.stages = _stages(self.data)
         self._lanes: dict[tuple[Candidate, int], Lane] = {}
         self._sims: dict[tuple, Simulator] = {}
         self._schedules: dict[tuple, Trace] = {}
@@ -240,15 +240,21 @@ class Lanes:
             )
 
     def _accuracy(self, params: Any, *, full: bool) -> float | None:
-        """Test accuracy on the whole split, or None where a probe (PROBES: 1,000 test examples, then
-        2,500) shows the run too far below the target for this evaluation to be its first hit: most of a
-        search's evaluations are such, and a probe costs a tenth of the split or less. A hit, and every
-        rung's last evaluation (those rank the candidates), is always a whole-split figure."""
-        for probe in () if full else self.probes:
-            acc = self.task.evaluate(params, probe)["test_accuracy"]
-            if acc < self.target - probe_margin(self.target, len(probe["test_y"])):
+        """Test accuracy on the whole split, scored in parts (STAGES: the first 1,000 examples of a fixed
+        random order, then up to 2,000, 5,000, all): None as soon as the examples scored so far put the
+        run too far below the target for this evaluation to be its first hit (most of a search's
+        evaluations are such), so a miss costs a tenth of the split and a hit no more than the whole.
+        `full`: score the whole split (a rung's last evaluation, which ranks the candidates)."""
+        parts = self.stages or [self.data]
+        n = sum(len(p["test_y"]) for p in parts)
+        correct = seen = 0
+        for part in parts:
+            m = len(part["test_y"])
+            correct += round(float(self.task.evaluate(params, part)["test_accuracy"]) * m)
+            seen += m
+            if not full and seen < n and correct / seen < self.target - probe_margin(self.target, seen, n):
                 return None
-        return float(self.task.evaluate(params, self.data)["test_accuracy"])
+        return correct / n
 
     def score(self, lane: Lane) -> Score:
         hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)
@@ -264,25 +270,31 @@ class Lanes:
         return sum(int((lane.trace.step[: lane.event] >= 0).sum()) for lane in self._lanes.values())
 
 
-def probe_margin(target: float, examples: int) -> float:
-    """How far below the target a probe of `examples` may score and still be a hit on the whole split:
-    PROBE_SIGMAS binomial standard deviations at the target (0.025 for 1,000 examples at 97%; 0.073 at 50%,
-    where accuracy is noisier), so a hit is missed with probability about 2e-6 per evaluation."""
+def probe_margin(target: float, seen: int, total: int) -> float:
+    """How far below the target the first `seen` of `total` test examples (a random subset) may score and
+    the whole split still reach it: PROBE_SIGMAS standard deviations of the hypergeometric proportion at the
+    target (0.025 for 1,000 of 10,000 at 97%; 0.07 at 50%, where accuracy is noisier; 0 once all are
+    scored), so a hit is missed with probability about 2e-6 per evaluation."""
     t = min(max(target, 0.0), 1.0)
-    return PROBE_SIGMAS * max(math.sqrt(t * (1.0 - t) / examples), 0.5 / examples)
+    spread = math.sqrt(max(t * (1.0 - t), 0.25 / seen) / seen * (1.0 - seen / total))
+    return PROBE_SIGMAS * spread
 
 
-def _probes(data: Any) -> list:
-    """The data with its test split thinned to each of PROBES examples spread over it (a prefix can be
-    easier than the rest: MNIST's first half); only those of at most a quarter of the split (else little saving)."""
-    if not isinstance(data, dict) or "test_y" not in data:
+def _stages(data: Any) -> list:
+    """The resident test split cut into parts of a fixed random order (a prefix can be easier than the
+    rest: MNIST's first half), ending at each of STAGES and then the whole split; [] when there is no
+    resident test split or it is too small for a first stage under a quarter of it."""
+    if not isinstance(data, dict) or "test_y" not in data or len(data["test_y"]) < 4 * STAGES[0]:
         return []
-    n, out = len(data["test_y"]), []
-    for size in PROBES:
-        if n >= 4 * size:
-            pick = slice(0, (n // size) * size, n // size)
-            out.append({**data, "test_x": data["test_x"][pick], "test_y": data["test_y"][pick]})
-    return out
+    n = len(data["test_y"])
+    order = np.random.default_rng(0).permutation(n)
+    ends = [s for s in STAGES if s < n] + [n]
+    parts, start = [], 0
+    for end in ends:
+        pick = np.sort(order[start:end])
+        parts.append({**data, "test_x": data["test_x"][pick], "test_y": data["test_y"][pick]})
+        start = end
+    return parts
 
 
 def default_budget(
