@@ -134,3 +134,30 @@ def test_bad_front_door_input_is_one_line(problem):
     for kw, message in cases:
         with pytest.raises(ConfigError, match=message):
             run(**kw)
+
+
+def test_repeated_calls_with_the_same_loss_and_optimizer_compile_once(problem):
+    """A loop of simulate calls (seeds, delay models, replays) reuses the compiled simulator when the loss,
+    optimizer and rule objects, protocol and shapes are the same; another optimizer object gets its own;
+    the numbers are those of a first call."""
+    from jax._src import monitoring
+
+    x, y = problem
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: (
+            compiles.append(1) if event == "/jax/core/compile/backend_compile_duration" else None
+        )
+    )
+    opt = optax.sgd(0.01)
+    run = lambda seed, o=opt: asgdjax.simulate(least_squares, np.zeros(D, np.float32), (x, y), optimizer=o,
+                                               num_workers=K, steps=200, key=seed)  # fmt: skip
+    first = run(0)
+    compiles.clear()
+    again, other_seed = run(0), run(1)
+    assert len(compiles) <= 2  # small host-side ops at most; the simulator's step is not among them
+    np.testing.assert_array_equal(np.asarray(again.params), np.asarray(first.params))
+    assert not np.array_equal(np.asarray(other_seed.params), np.asarray(first.params))
+    compiles.clear()
+    run(0, optax.sgd(0.01))
+    assert len(compiles) >= 1  # a new optimizer object: its own program

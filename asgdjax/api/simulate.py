@@ -11,6 +11,7 @@ back here as `trace=` replays that run exactly.
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable
@@ -69,7 +70,7 @@ def simulate(
     p = problem_of_call(locals(), trace=trace)
     if trace is None:
         trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
-    sim = Simulator(p.task, p.make_server, p.spec, strategy=strategy)
+    sim = _simulator(p, (loss_fn, optimizer, rule, staleness_cap, strategy, batch_size, _shapes((params, p.data))))
     sim.check_replayable(trace)
     state = sim.init(p.task.init(p.keys.init), p.hparams)
     grads_done = np.cumsum(trace.step >= 0)
@@ -89,6 +90,34 @@ def simulate(
     return finish(
         p, params=server.params, losses=losses, evals=evals, trace=trace, server=server, t0=t0, source="simulator"
     )
+
+
+CACHED_SIMULATORS = 8
+_simulators: collections.OrderedDict = collections.OrderedDict()
+
+
+def _simulator(p: Any, program: tuple) -> Simulator:
+    """The Simulator of this call's program, reused from one of the last CACHED_SIMULATORS calls whose loss
+    function, optimizer and rule (the same objects), staleness cap, strategy, batch size, protocol and
+    parameter and data shapes were the same: a loop of calls (seeds, replays, delay models) compiles once.
+    The cache holds the objects themselves, so an identity is never reused while it is cached."""
+    key = (*program, p.spec)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable optimizer or rule: no reuse
+        return Simulator(p.task, p.make_server, p.spec, strategy=program[4])
+    if key in _simulators:
+        _simulators.move_to_end(key)
+        return _simulators[key]
+    sim = _simulators[key] = Simulator(p.task, p.make_server, p.spec, strategy=program[4])
+    while len(_simulators) > CACHED_SIMULATORS:
+        _simulators.popitem(last=False)
+    return sim
+
+
+def _shapes(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(x), str(np.result_type(x))) for x in leaves)
 
 
 def _eval_events(grads_done: np.ndarray, every: int) -> np.ndarray:
