@@ -70,7 +70,8 @@ def simulate(
     p = problem_of_call(locals(), trace=trace)
     if trace is None:
         trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
-    sim = _simulator(p, (loss_fn, optimizer, rule, staleness_cap, strategy, batch_size, _shapes((params, p.data))))
+    program = (loss_fn, optimizer, rule, staleness_cap, batch_size, _shapes((params, p.data)))
+    sim = _simulator(p, program, strategy=strategy)
     sim.check_replayable(trace)
     state = sim.init(p.task.init(p.keys.init), p.hparams)
     grads_done = np.cumsum(trace.step >= 0)
@@ -96,20 +97,20 @@ CACHED_SIMULATORS = 8
 _simulators: collections.OrderedDict = collections.OrderedDict()
 
 
-def _simulator(p: Any, program: tuple) -> Simulator:
+def _simulator(p: Any, program: tuple, *, strategy: str) -> Simulator:
     """The Simulator of this call's program, reused from one of the last CACHED_SIMULATORS calls whose loss
     function, optimizer and rule (the same objects), staleness cap, strategy, batch size, protocol and
     parameter and data shapes were the same: a loop of calls (seeds, replays, delay models) compiles once.
     The cache holds the objects themselves, so an identity is never reused while it is cached."""
-    key = (*program, p.spec)
+    key = (*program, p.spec, strategy)
     try:
         hash(key)
     except TypeError:  # an unhashable optimizer or rule: no reuse
-        return Simulator(p.task, p.make_server, p.spec, strategy=program[4])
+        return Simulator(p.task, p.make_server, p.spec, strategy=strategy)
     if key in _simulators:
         _simulators.move_to_end(key)
         return _simulators[key]
-    sim = _simulators[key] = Simulator(p.task, p.make_server, p.spec, strategy=program[4])
+    sim = _simulators[key] = Simulator(p.task, p.make_server, p.spec, strategy=strategy)
     while len(_simulators) > CACHED_SIMULATORS:
         _simulators.popitem(last=False)
     return sim
