@@ -92,6 +92,7 @@ class Simulator:
         self.strategy, self._chunk = strategy, chunk
         self.C = chunk if chunk and strategy != "auto" else 0  # set by `_choose` on first use
         self.step = jax.jit(self._step, donate_argnums=0)
+        self._init_program = jax.jit(self._init)  # one dispatch, not one per copy (a planner builds hundreds)
         self._sharded_step: Any = None
 
     # ----------------------------------------------------------------------------------------------- state
@@ -101,7 +102,7 @@ class Simulator:
             abstract = jax.eval_shape(self._init, params, hparams)
             init = jax.jit(self._init, out_shardings=self.placement.shardings(abstract))
             return init(self.placement.put(params), hparams)
-        return self._init(params, hparams)
+        return self._init_program(params, hparams)
 
     def _init(self, params: Params, hparams: dict) -> SimState:
         server = self.make_server(hparams).init(jax.tree.map(jnp.array, params))
