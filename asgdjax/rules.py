@@ -23,6 +23,10 @@ import optax
 from asgdjax.errors import ConfigError
 
 RULES = ("none", "staleness_lr", "dc_asgd", "dc_asgd_adaptive", "delay_adaptive")
+# Rules with no state that pass a gradient through bit for bit at staleness 0 (where the parameters a worker
+# read are the server's): runs that differ only in such a rule are one run until the first stale gradient,
+# which the planner shares (asgdjax.plan.lanes). tests/test_rules.py checks each member.
+FRESH_IDENTITY = frozenset({"none", "staleness_lr", "delay_adaptive", "dc_asgd"})
 
 
 def plain() -> optax.GradientTransformationExtraArgs:

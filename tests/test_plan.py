@@ -6,6 +6,7 @@ import json
 import math
 import shlex
 
+import jax
 import numpy as np
 import pytest
 from helpers import one_line_error, run_cli
@@ -150,7 +151,7 @@ def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
     assert plan["target"] == 0.85 and len(plan["rows"]) == 2
     rec = plan["recommended"]
     assert rec["seconds_to_target"] is not None and math.isfinite(rec["seconds_to_target"])
-    assert len(rec["seconds_per_seed"]) == 2 and rec["best_accuracy_mean"] >= 0.85
+    assert len(rec["seconds_per_seed"]) == 2 and rec["accuracy_mean"] >= 0.85
     assert (tmp_path / "plan" / "plan.png").stat().st_size > 10_000
     assert "recommended:" in out.stdout and rec["command"] in out.stdout
     # The recommended command is a valid asgdjax-train command line (checked, not trained).
@@ -179,38 +180,78 @@ def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
 
 
 def test_an_evaluation_far_below_the_target_stops_after_its_first_examples():
-    """Lanes score the test split in parts of a fixed random order (1,000, then up to 2,000, 5,000, all) and
-    stop where the examples so far are too far below the target (a hypergeometric margin) for the whole
-    split to reach it; what they return is the whole split's accuracy, counted exactly."""
-    from asgdjax.plan.lanes import STAGES, _stages, probe_margin
+    """A probe scores the test split in parts of a fixed random order (250, then up to 500, ..., all) and
+    stops where the examples so far reject a hit (an exact hypergeometric tail below ALPHA); once complete
+    evaluations have shown which examples are hard, it scores those first, so a point just below the
+    target stops after them and a few hundred others. What it returns is the whole split's accuracy, exact."""
+    from asgdjax.plan.probe import ALPHA, HARD, STAGES, Probe, needed, rejects
 
     n = 20_000
-    data = {"train_x": np.zeros(1), "test_x": np.arange(n), "test_y": np.arange(n)}
-    parts = _stages(data)
-    assert [len(p["test_y"]) for p in parts] == [1000, 1000, 3000, 15_000] and STAGES == (1000, 2000, 5000)
-    seen = np.concatenate([p["test_y"] for p in parts])
-    assert sorted(seen.tolist()) == list(range(n))  # a partition of the split
-    assert parts[0]["test_y"].max() > 0.9 * n and parts[0]["test_y"].min() < 0.1 * n  # spread, not a prefix
-    assert _stages({"test_x": np.arange(3000), "test_y": np.arange(3000)}) == []  # too small to save much
-    assert probe_margin(0.97, 1000, 10_000) == pytest.approx(4.6 * np.sqrt(0.97 * 0.03 / 1000 * 0.9))
-    assert probe_margin(0.5, 1000, 10_000) > 0.06 and probe_margin(0.97, 10_000, 10_000) == 0.0
-    assert probe_margin(1.0, 1000, 10_000) > 0  # a target of 1: still a margin
+    rng = np.random.default_rng(1)
 
-    class Task:  # every example right below `right`, wrong from there on
+    class Task:  # params: the per-example truth (right or wrong), looked up by the part's test_y (= index)
         def __init__(self):
             self.calls = []
 
-        def evaluate(self, right, d):
+        def correct(self, right, d):
             self.calls.append(len(d["test_y"]))
-            return {"test_accuracy": float(np.mean(d["test_y"] < right))}
+            return right[np.asarray(d["test_y"])]
 
-    lanes = object.__new__(Lanes)
-    lanes.task, lanes.data, lanes.stages, lanes.target = Task(), data, parts, 0.97
-    assert lanes._accuracy(0.90 * n, full=False) is None and lanes.task.calls == [1000]
-    got = lanes._accuracy(0.975 * n, full=False)
-    assert got == 0.975 and lanes.task.calls[1:] == [1000, 1000, 3000, 15_000]  # exact: 19,500 / 20,000
-    lanes.task.calls.clear()
-    assert lanes._accuracy(0.5 * n, full=True) == 0.5 and lanes.task.calls == [1000, 1000, 3000, 15_000]
+    def truth(acc, hard=()):  # acc * n right; wrong ones among `hard` first, then at random
+        right = np.ones(n, bool)
+        wrong = n - round(acc * n)
+        pick = list(hard)[:wrong]
+        others = rng.permutation(np.setdiff1d(np.arange(n), pick))[: wrong - len(pick)]
+        right[np.concatenate([pick, others]).astype(int)] = False
+        return right
+
+    data = {"train_x": np.zeros(1), "test_x": np.arange(n), "test_y": np.arange(n)}
+    probe = Probe(Task(), data, 0.97)
+    sizes = [250, 250, 500, 1000, 1000, 2000, 2000, 13_000]
+    assert [len(p["test_y"]) for p in probe.parts] == sizes and STAGES == (250, 500, 1000, 2000, 3000, 5000, 7000)
+    assert sorted(np.concatenate([p["test_y"] for p in probe.parts]).tolist()) == list(range(n))  # a partition
+    assert probe.parts[0]["test_y"].max() > 0.9 * n and probe.parts[0]["test_y"].min() < 0.1 * n  # not a prefix
+    assert probe.accuracy(truth(0.80), full=False) is None and probe.task.calls == [250]
+    probe.task.calls.clear()
+    assert probe.accuracy(truth(0.5), full=True) == 0.5 and probe.task.calls == sizes  # full: every part
+
+    # complete evaluations teach the probe the hard examples: a point at 96.9% whose errors lie among them
+    # (as a network's do) is rejected after the hard part and a few hundred of the rest
+    hard_set = rng.choice(n, 900, replace=False)
+    probe = Probe(Task(), data, 0.97)
+    for acc in (0.955, 0.96, 0.965):
+        assert probe.accuracy(truth(acc, hard_set), full=True) == acc
+    first = np.concatenate([probe.parts[0]["test_y"], probe.parts[1]["test_y"]])
+    assert len(first) == HARD and set(hard_set) <= set(first.tolist())  # HARD_PARTS = 2 parts of them
+    probe.task.calls.clear()
+    assert probe.accuracy(truth(0.969, hard_set), full=False) is None
+    assert probe.task.calls[:2] == [HARD // 2] * 2 and sum(probe.task.calls) <= HARD + 1000
+    probe.task.calls.clear()  # far below, its errors among the hard ones: no hit once they are scored
+    assert probe.accuracy(truth(0.95, hard_set), full=False) is None and probe.task.calls == [HARD // 2] * 2
+    strict = Probe(Task(), data, 0.985)  # 300 errors allowed: more among the 500 hardest rule a hit out
+    for acc in (0.955, 0.96, 0.965):
+        strict.accuracy(truth(acc, hard_set), full=True)
+    strict.task.calls.clear()
+    assert strict.accuracy(truth(0.95, hard_set), full=False) is None and strict.task.calls == [HARD // 2]
+    probe.task.calls.clear()
+    assert probe.accuracy(truth(0.97, hard_set), full=False) == 0.97  # exactly at the target: a hit, counted
+    assert probe.accuracy(truth(0.9705), full=False) == 0.9705  # errors elsewhere: still exact
+
+    assert needed(0.97, 10_000) == 9700 and needed(0.97, 359) == 349 and 349 / 359 >= 0.97 > 348 / 359
+    assert rejects(0, 0, 10, 9) and not rejects(5, 5, 0, 9)  # impossible / certain
+    assert rejects(240, 250, 9000, 9000) and not rejects(250, 250, 9000, 9000)  # any miss: not all right
+    # the tail at exactly `need` is below ALPHA when rejecting, above it otherwise
+    from scipy.stats import hypergeom
+
+    assert hypergeom.cdf(200, 10_000, 9000, 250) < ALPHA and rejects(200, 250, 9000, 10_000)
+    assert hypergeom.cdf(222, 10_000, 9000, 250) > ALPHA and not rejects(222, 250, 9000, 10_000)
+
+    class Plain:  # a task with evaluate only: counts from accuracies, no hard examples
+        def evaluate(self, right, d):
+            return {"test_accuracy": float(np.mean(right[np.asarray(d["test_y"])]))}
+
+    plain = Probe(Plain(), data, 0.97)
+    assert plain.accuracy(truth(0.975), full=False) == 0.975 and len(plain.parts) == len(sizes)
 
 
 def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(monkeypatch):
@@ -239,6 +280,9 @@ def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(mo
         def release(self, cand, seed=0):
             pass
 
+        def release_prefixes(self):
+            pass
+
         def simulated_gradients(self):
             return 0
 
@@ -254,6 +298,10 @@ def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(mo
     assert plan.brackets[8][-1].seconds == search_mod.BEAT_MARGIN * 2.0
     assert [r.workers for r in plan.front] == [2, 4] and plan.recommended.workers == 4
     assert rows[8].to_json()["trained_seconds"] == search_mod.BEAT_MARGIN * 2.0
+    # a row reaches the target only if every seed does: after the bracket's own run (seed 0) missed, no
+    # other seed of 8 workers ran; 2 and 4 workers ran both seeds
+    assert len(rows[8].scores) == 1 and not any(c.workers == 8 and s == 1 for c, s in trained)
+    assert len(rows[2].scores) == len(rows[4].scores) == 2
 
 
 def test_one_program_serves_every_rule_and_run_length_with_the_same_numbers(digits):
@@ -274,3 +322,54 @@ def test_one_program_serves_every_rule_and_run_length_with_the_same_numbers(digi
     assert len(shared._sims) == 1
     lanes = [shared.lane(Candidate(2, ProtocolChoice("async"), r, 0.1, 0.5), s) for r in rules for s in (0, 1)]
     assert len({int(lane.hparams["schedule_updates"]) for lane in lanes}) > 1  # the seeds' run lengths differ
+
+
+def test_rule_siblings_share_their_run_until_the_first_stale_gradient_and_match_runs_alone(digits):
+    """Candidates that differ only in a rule passing fresh gradients through (asgdjax.rules.FRESH_IDENTITY)
+    run the warm start once: the later ones start from the first one's state, whether it stopped inside
+    the prefix (a short rung) or passed it, and every lane's evaluations and final parameters equal those
+    of the same candidate run alone, bit for bit; the search counts the shared gradients once."""
+    config = get_config()
+    config.model, config.steps, config.warm_start_steps = "mlp", 120, 40
+    rules = ("none", "staleness_lr", "dc_asgd")
+    cands = [Candidate(2, ProtocolChoice("async"), r, 0.1, 0.5) for r in rules]
+    budget, short = 1.0, 0.2
+
+    def run(lanes, cand, times):
+        for t in times:
+            lanes.advance(cand, t)
+        lane = lanes.lane(cand)
+        return lane.curve, np.concatenate([np.ravel(x) for x in jax.tree.leaves(lane.state.server.params)])
+
+    for times in ([short, budget], [budget]):
+        shared = Lanes(config, Clocks(default=CLOCK), budget=budget, target=0.999, evals=6, rules=rules)
+        together = [run(shared, c, times) for c in cands]  # halving's order: every candidate to each time
+        fresh = shared.lane(cands[0]).fresh_end
+        assert 0 < fresh < len(shared.lane(cands[0]).trace)
+        assert [shared.lane(c).inherited > 0 for c in cands] == [False, True, True]
+        for cand, (curve, params) in zip(cands, together, strict=True):
+            alone = Lanes(config, Clocks(default=CLOCK), budget=budget, target=0.999, evals=6, rules=rules)
+            want_curve, want_params = run(alone, cand, times)
+            assert curve == want_curve
+            np.testing.assert_array_equal(params, want_params)
+        assert together[0][0] != together[1][0]  # the rules do differ once gradients go stale
+        inherited = sum(shared.lane(c).inherited for c in cands)
+        assert shared.simulated_gradients() == 3 * together_gradients(shared, cands[0]) - inherited
+
+
+def together_gradients(lanes, cand):
+    return int((lanes.lane(cand).trace.step[: lanes.lane(cand).event] >= 0).sum())
+
+
+def test_the_per_example_kernel_counts_what_evaluate_counts(digits_task):
+    """ClassificationTask.correct (the probe's kernel) marks exactly as many examples right as evaluate's
+    accuracy counts, on the whole split and on a part scored in several batches with a padded last one."""
+    task, data = digits_task
+    params = task.init(jax.random.key(3))
+    right = task.correct(params, data)
+    n = len(data["test_y"])
+    assert right.shape == (n,) and right.dtype == bool
+    assert round(task.evaluate(params, data)["test_accuracy"] * n) == int(right.sum())
+    idx = np.arange(0, n, 3)
+    part = {**data, "test_x": data["test_x"][idx], "test_y": data["test_y"][idx]}
+    np.testing.assert_array_equal(task.correct(params, part, batch_size=50), right[idx])

@@ -10,6 +10,7 @@ import pytest
 from asgdjax.core.server import Server
 from asgdjax.errors import ConfigError
 from asgdjax.rules import (
+    FRESH_IDENTITY,
     RULES,
     choose,
     compensated_momentum,
@@ -181,6 +182,24 @@ def test_a_chosen_rule_is_that_rule_exactly_with_a_traced_index_and_other_states
             for a, b in zip(jax.tree.leaves(got_state[j]), jax.tree.leaves(expected), strict=True):
                 np.testing.assert_array_equal(a, b)
     assert len(compiled) == 1
+
+
+def test_rules_named_fresh_identity_pass_a_fresh_gradient_bit_for_bit_and_keep_no_state():
+    """At staleness 0 the worker read the server's own parameters: each FRESH_IDENTITY rule returns the
+    gradient unchanged and an empty state (what lets the planner share such runs' common prefix); the other
+    rules are excluded for a reason (DC-ASGD adaptive keeps a running mean square)."""
+    grads = {"a": jnp.array([0.5, -1.0, -0.0, 3e-38]), "b": jnp.array(2.0)}
+    params = {"a": jnp.array([1.0, 2.0, -4.0, 7.0]), "b": jnp.array(3.0)}
+    assert FRESH_IDENTITY.issubset(RULES) and set(RULES) != FRESH_IDENTITY
+    for name in RULES:
+        rule = make_rule(name, 4)
+        state = rule.init(params)
+        out, new = jax.jit(lambda g, s, r=rule: r.update(g, s, params, staleness=0, read_params=params, worker=1))(
+            grads, state
+        )
+        same = all(np.array_equal(np.asarray(out[k]), np.asarray(grads[k])) for k in grads)
+        stateless = not jax.tree.leaves(state) and not jax.tree.leaves(new)
+        assert (same and stateless) == (name in FRESH_IDENTITY), name
 
 
 def test_implicit_momentum_of_asynchrony_is_tau_over_one_plus_tau():

@@ -19,7 +19,7 @@ class FrontRow(NamedTuple):
     """A worker count's best candidate over seeds."""
 
     candidate: Candidate
-    scores: tuple[Score, ...]  # one per seed
+    scores: tuple[Score, ...]  # one per seed run (search stops at the first seed that misses the target)
     steps: int  # gradients within the budget (the recommended --config.steps)
     trained_seconds: float = math.inf  # clock seconds its bracket trained to (the budget, or less: search.BEAT_MARGIN)
 
@@ -50,7 +50,7 @@ class FrontRow(NamedTuple):
 
     @property
     def accuracy(self) -> float:
-        return float(np.mean([s.best_accuracy for s in self.scores]))
+        return float(np.mean([s.accuracy for s in self.scores]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,7 +61,7 @@ class FrontRow(NamedTuple):
             "seconds_to_target": self.seconds,
             "seconds_spread": self.spread,
             "seconds_per_seed": [s.seconds_to_target for s in self.scores],
-            "best_accuracy_mean": self.accuracy,
+            "accuracy_mean": self.accuracy,
             "diverged_seeds": sum(s.diverged for s in self.scores),
             "trained_seconds": self.trained_seconds if math.isfinite(self.trained_seconds) else None,
         }

@@ -17,7 +17,7 @@ class Score(NamedTuple):
     """How a candidate did within a time budget."""
 
     seconds_to_target: float | None  # first evaluation at or above the target (clock seconds); None: not yet
-    best_accuracy: float  # best test accuracy evaluated within the budget (a lane stops at its target)
+    accuracy: float  # test accuracy where its training so far ends (the whole split; a lane stops at its target)
     gradients: int  # gradients computed within the budget
     diverged: bool = False
 
@@ -28,7 +28,7 @@ class Score(NamedTuple):
             return 2, 0.0
         if self.seconds_to_target is not None:
             return 0, self.seconds_to_target
-        return 1, -self.best_accuracy
+        return 1, -self.accuracy
 
 
 class Rung(NamedTuple):

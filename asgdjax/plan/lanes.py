@@ -2,7 +2,10 @@
 and resumable, so successive halving pays each rung only the time it adds. Candidates that share a
 compiled program share one Simulator: learning rate, momentum, the learning-rate schedule's length and
 (among the `rules` the search names) the staleness rule are its data, so one program serves every
-candidate of a worker count and protocol."""
+candidate of a worker count and protocol. Candidates that differ only in a rule from
+`asgdjax.rules.FRESH_IDENTITY` are one run until the first stale gradient (the paper's warm start, where
+worker 0 trains alone, is such a prefix): the first of them to get there leaves its state, and the others
+start from it instead of computing it again."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from asgdjax.core.protocol import ProtocolSpec
@@ -20,10 +25,12 @@ from asgdjax.core.sampling import Sampler
 from asgdjax.core.trace import Trace
 from asgdjax.errors import ConfigError
 from asgdjax.plan.halving import Score
+from asgdjax.plan.probe import Probe
 from asgdjax.plan.space import Candidate, ProtocolChoice
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.predict import sim_config
 from asgdjax.predict.targets import gradient_times
+from asgdjax.rules import FRESH_IDENTITY
 from asgdjax.sim import Simulator
 from asgdjax.sweep.grid import Point, apply
 from asgdjax.train.build import (
@@ -40,8 +47,6 @@ from asgdjax.train.task import device_data
 from asgdjax.train.validate import validate
 
 MAX_STEPS_FACTOR = 16  # a lane runs at most this many times the config's steps to fill the budget
-STAGES = (1000, 2000, 5000)  # test examples scored (a fixed random order; whole evaluation batches) before the rest
-PROBE_SIGMAS = 4.6  # scored examples this many sigmas below the target: the whole split is no hit either
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +86,21 @@ class Lane:
     curve: list = dataclasses.field(default_factory=list)  # (gradients, test accuracy, clock seconds)
     event: int = 0
     diverged: bool = False
+    pending: list = dataclasses.field(default_factory=list)  # training losses since the last evaluation
+    inherited: int = 0  # gradients of a shared prefix this lane started from (computed by another lane)
+    seed: int = 0
+    fresh_end: int = 0  # events before the first stale gradient: the prefix its rule siblings share (0: none)
+
+
+class Prefix(NamedTuple):
+    """A lane's state at an event before its first stale gradient, for its siblings to start from."""
+
+    event: int
+    state: Any  # a copy (simulator calls donate their state)
+    curve: list
+    diverged: bool
+    pending: list
+    extra_eval: bool  # its last evaluation was a rung's end, not one of the lanes' evaluation points
 
 
 class Lanes:
@@ -105,10 +125,12 @@ class Lanes:
         setup = prepare(config)
         self.task, self.num_train = setup.task, setup.dataset.num_train
         self.data = device_data(setup.dataset)
-        self.stages = _stages(self.data)
+        self.probe = Probe(self.task, self.data, target)
         self._lanes: dict[tuple[Candidate, int], Lane] = {}
         self._sims: dict[tuple, Simulator] = {}
         self._schedules: dict[tuple, Trace] = {}
+        self._params: dict[int, Any] = {}
+        self._prefixes: dict[tuple, Prefix] = {}  # per sibling group (`_siblings`): the furthest shared state
         self._plan: tuple[str, int] | None = None  # the first simulator's (strategy, chunk)
 
     # ------------------------------------------------------------------------------------------- configs
@@ -159,10 +181,26 @@ class Lanes:
             grads = np.cumsum(trace.step >= 0)
             prev = np.concatenate([[0], grads[:-1]])
             evals = np.flatnonzero(grads // c.eval_every > prev // c.eval_every) + 1
-            state = sim.init(self.task.init(k.init), hp)
+            state = sim.init(self._initial_params(seed, k.init), hp)
             sampler = sampler_from_config(c, self.num_train)
-            self._lanes[(candidate, seed)] = Lane(candidate, c, trace, sim, sampler, k.data, state, evals, hp)
+            lane = Lane(candidate, c, trace, sim, sampler, k.data, state, evals, hp, seed=seed)
+            lane.fresh_end = _fresh_events(trace) if self._siblings(candidate, seed) else 0
+            self._lanes[(candidate, seed)] = lane
         return self._lanes[(candidate, seed)]
+
+    def _initial_params(self, seed: int, key: Any) -> Any:
+        """The task's initial parameters of a seed (every candidate of that seed starts from them)."""
+        if seed not in self._params:
+            self._params[seed] = self.task.init(key)
+        return self._params[seed]
+
+    def _siblings(self, candidate: Candidate, seed: int) -> tuple | None:
+        """The key of the candidates whose runs equal this one's until the first stale gradient (the same
+        compiled program, schedule, data and step sizes; a stateless rule that passes fresh gradients
+        through), or None when its rule is not such a rule."""
+        if candidate.rule not in FRESH_IDENTITY or candidate.rule not in self.rules:
+            return None
+        return (candidate._replace(rule=""), seed)
 
     def _simulator(self, c: Any, candidate: Candidate, updates: int) -> Simulator:
         """One Simulator (one compiled program) per workers x protocol (the rule, the schedule's length and
@@ -187,6 +225,10 @@ class Lanes:
         if lane is not None:
             lane.state = None
 
+    def release_prefixes(self) -> None:
+        """Free the shared prefixes (once every candidate that could start from them has started)."""
+        self._prefixes.clear()
+
     def advance(self, candidate: Candidate, seconds: float, seed: int = 0) -> Score:
         """Continue the lane to `seconds` on its clock, evaluating on the way, and score it. A lane stops for
         good once it reaches the target (its score cannot change: time to target is its first hit) or
@@ -194,36 +236,69 @@ class Lanes:
         lane = self.lane(candidate, seed)
         times = np.maximum.accumulate(np.asarray(lane.trace.t_arrive))
         stop = int(np.searchsorted(times, seconds, "right")) if seconds < self.budget else len(lane.trace)
+        self._adopt(lane, stop)
         if stop > lane.event and not (lane.diverged or self._hit(lane)):
             self._run(lane, stop)
         return self.score(lane)
+
+    def _adopt(self, lane: Lane, stop: int) -> None:
+        """Start `lane` from its siblings' shared prefix when that is further on and not past `stop` (nor
+        ending at an evaluation this lane would not make: a sibling's rung end that is not this stop)."""
+        key = self._siblings(lane.candidate, lane.seed)
+        prefix = self._prefixes.get(key) if key is not None else None
+        if prefix is None or not lane.event < prefix.event <= stop or (prefix.extra_eval and prefix.event != stop):
+            return
+        lane.state, lane.event = _copy(prefix.state), prefix.event
+        lane.curve, lane.diverged, lane.pending = list(prefix.curve), prefix.diverged, list(prefix.pending)
+        lane.inherited = int(np.sum(lane.trace.step[: prefix.event] >= 0))
+
+    def _leave(self, lane: Lane, event: int, state: Any, pending: list, *, extra_eval: bool) -> None:
+        """Keep `state` (at `event`, not past the first stale gradient) for the lane's siblings."""
+        key = self._siblings(lane.candidate, lane.seed)
+        if key is None or event > lane.fresh_end:
+            return
+        have = self._prefixes.get(key)
+        if have is None or have.event < event:
+            curve, diverged = list(lane.curve), lane.diverged
+            self._prefixes[key] = Prefix(event, _copy(state), curve, diverged, list(pending), extra_eval)
 
     def _hit(self, lane: Lane) -> bool:
         return any(acc >= self.target for _, acc, _ in lane.curve)
 
     def _run(self, lane: Lane, stop: int) -> None:
         """Replay the lane's events up to `stop` in one simulator run, evaluating at each evaluation point
-        (and at `stop`); the run ends early, keeping its state, when the lane reaches the target or diverges."""
+        (and at `stop`); the run ends early, keeping its state, when the lane reaches the target or diverges.
+        On the way it leaves its state at the end of its fresh prefix (or at `stop`, if sooner) for its
+        siblings (`_leave`)."""
+        share = min(lane.fresh_end, stop) if lane.event < lane.fresh_end else -1
         cuts = lane.evals[(lane.evals > lane.event) & (lane.evals < stop)].tolist() + [stop]
-        wanted, losses, done = set(cuts), [], [lane.event]
+        wanted, done = set(cuts), [lane.event]
+        cuts = sorted(wanted | ({share} if share > 0 else set()))
+        losses, lane.pending = lane.pending, []
         grads, times = np.cumsum(lane.trace.step >= 0), gradient_times(lane.trace)
         limit = float(lane.config.max_train_loss)
+        on_schedule = set(lane.evals.tolist())
 
         def at_call_end(end: int, state: Any, chunk_losses: Any) -> None:  # losses padded to the call's length
             mask = lane.trace.step[done[0] : end] >= 0
             losses.append(np.asarray(chunk_losses)[: len(mask)][mask])
             done[0] = end
             if end not in wanted:
+                if end == share:
+                    self._leave(lane, end, state, losses, extra_eval=False)
                 return
             got = np.concatenate(losses)
             losses.clear()
             lane.diverged = bool(len(got) and not (np.all(np.isfinite(got)) and got.mean() <= limit))
             lane.state, lane.event = state, end
-            acc = self._accuracy(state.server.params, full=end == stop)
+            acc = self.probe.accuracy(state.server.params, full=end == stop)
             g = int(grads[end - 1]) if end else 0
             if g and acc is not None:
                 lane.curve.append((g, acc, float(times[g - 1])))
-            if lane.diverged or self._hit(lane):
+            settled = lane.diverged or self._hit(lane)
+            if end == share or (settled and end < share):
+                self._leave(lane, end, state, [], extra_eval=end not in on_schedule)
+            if settled:
                 raise _Settled
 
         with contextlib.suppress(_Settled):
@@ -239,62 +314,33 @@ class Lanes:
                 callback=at_call_end,
             )
 
-    def _accuracy(self, params: Any, *, full: bool) -> float | None:
-        """Test accuracy on the whole split, scored in parts (STAGES: the first 1,000 examples of a fixed
-        random order, then up to 2,000, 5,000, all): None as soon as the examples scored so far put the
-        run too far below the target for this evaluation to be its first hit (most of a search's
-        evaluations are such), so a miss costs a tenth of the split and a hit no more than the whole.
-        `full`: score the whole split (a rung's last evaluation, which ranks the candidates)."""
-        parts = self.stages or [self.data]
-        n = sum(len(p["test_y"]) for p in parts)
-        correct = seen = 0
-        for part in parts:
-            m = len(part["test_y"])
-            correct += round(float(self.task.evaluate(params, part)["test_accuracy"]) * m)
-            seen += m
-            if not full and seen < n and correct / seen < self.target - probe_margin(self.target, seen, n):
-                return None
-        return correct / n
-
     def score(self, lane: Lane) -> Score:
+        """Time to target (first hit), or else the accuracy of its last evaluation: the one where its
+        training so far ends, which scores the whole split (the probe's earlier points may stop short)."""
         hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)
-        best = max((acc for _, acc, _ in lane.curve), default=0.0)
+        last = lane.curve[-1][1] if lane.curve else 0.0
         done = int(np.sum(lane.trace.step[: lane.event] >= 0))
-        return Score(hit, best if math.isfinite(best) else 0.0, done, lane.diverged)
+        return Score(hit, last if math.isfinite(last) else 0.0, done, lane.diverged)
 
     def curve(self, candidate: Candidate, seed: int = 0) -> list[tuple[int, float, float]]:
         return list(self.lane(candidate, seed).curve)
 
     def simulated_gradients(self) -> int:
         """Gradients computed over every lane so far (what the search cost)."""
-        return sum(int((lane.trace.step[: lane.event] >= 0).sum()) for lane in self._lanes.values())
+        return sum(int((lane.trace.step[: lane.event] >= 0).sum()) - lane.inherited for lane in self._lanes.values())
 
 
-def probe_margin(target: float, seen: int, total: int) -> float:
-    """How far below the target the first `seen` of `total` test examples (a random subset) may score and
-    the whole split still reach it: PROBE_SIGMAS standard deviations of the hypergeometric proportion at the
-    target (0.025 for 1,000 of 10,000 at 97%; 0.07 at 50%, where accuracy is noisier; 0 once all are
-    scored), so a hit is missed with probability about 2e-6 per evaluation."""
-    t = min(max(target, 0.0), 1.0)
-    spread = math.sqrt(max(t * (1.0 - t), 0.25 / seen) / seen * (1.0 - seen / total))
-    return PROBE_SIGMAS * spread
+def _fresh_events(trace: Trace) -> int:
+    """Events before the first gradient pushed stale (staleness v_apply - v_read > 0): until then every
+    rule in FRESH_IDENTITY leaves the run unchanged."""
+    stale = np.flatnonzero(np.asarray(trace.push) & (np.asarray(trace.v_apply) > np.asarray(trace.v_read)))
+    return int(stale[0]) if len(stale) else len(trace)
 
 
-def _stages(data: Any) -> list:
-    """The resident test split cut into parts of a fixed random order (a prefix can be easier than the
-    rest: MNIST's first half), ending at each of STAGES and then the whole split; [] when there is no
-    resident test split or it is too small for a first stage under a quarter of it."""
-    if not isinstance(data, dict) or "test_y" not in data or len(data["test_y"]) < 4 * STAGES[0]:
-        return []
-    n = len(data["test_y"])
-    order = np.random.default_rng(0).permutation(n)
-    ends = [s for s in STAGES if s < n] + [n]
-    parts, start = [], 0
-    for end in ends:
-        pick = np.sort(order[start:end])
-        parts.append({**data, "test_x": data["test_x"][pick], "test_y": data["test_y"][pick]})
-        start = end
-    return parts
+@jax.jit
+def _copy(state: Any) -> Any:
+    """A copy of a simulator state (the simulator donates the state it is given), in one dispatch."""
+    return jax.tree.map(jnp.copy, state)
 
 
 def default_budget(

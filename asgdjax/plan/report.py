@@ -44,7 +44,7 @@ def write(plan: Plan, workdir: str, record: dict) -> dict[str, str]:
 
 def plot(plan: Plan, path: str, target: float) -> None:
     """Left: time to target against workers (every final-rung candidate, the winners with their seed
-    spread, the front joined). Right: each bracket's rungs, best accuracy per candidate."""
+    spread, the front joined). Right: each bracket's rungs, each candidate's accuracy where its rung ends."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +55,7 @@ def plot(plan: Plan, path: str, target: float) -> None:
         last = [s.seconds_to_target for _, s in rungs[-1].scores if s.seconds_to_target is not None]
         a.plot([k] * len(last), last, ".", color="0.7")
         for r, rung in enumerate(rungs):
-            acc = [s.best_accuracy for _, s in rung.scores]
+            acc = [s.accuracy for _, s in rung.scores]
             x = [r + (i - (len(plan.brackets) - 1) / 2) * 0.12] * len(acc)
             b.plot(x, acc, ".", color=f"C{i}", alpha=0.6, label=f"{k} workers" if r == 0 else None)
     reached = [r for r in plan.rows if r.seconds is not None]

@@ -63,16 +63,29 @@ def search(
         )
         brackets[k] = rung_list
         best = rung_list[-1].scores[0][0]
+        lanes.release_prefixes()
         for c, _ in rung_list[0].scores:
             if c != best:
                 lanes.release(c)
-        scores = tuple(lanes.advance(best, seconds, seed) for seed in range(seeds))
+        scores = over_seeds(lanes, best, seconds, seeds)
         rows.append(FrontRow(best, scores, lanes.lane(best).config.steps, trained_seconds=seconds))
         for seed in range(1, seeds):
             lanes.release(best, seed)
+        lanes.release_prefixes()
         progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
     front, best_row = pareto_front(rows), recommend(rows)
     return Plan(budget, brackets, rows, front, best_row, time.time() - t0, lanes.simulated_gradients())
+
+
+def over_seeds(lanes: Lanes, best: Candidate, seconds: float, seeds: int) -> tuple[Score, ...]:
+    """The bracket winner's score per seed, up to the first seed that misses the target within `seconds`:
+    a row reaches the target only if every seed does, so the seeds after a miss would not change it."""
+    scores: list[Score] = []
+    for seed in range(seeds):
+        scores.append(lanes.advance(best, seconds, seed))
+        if scores[-1].seconds_to_target is None:
+            break
+    return tuple(scores)
 
 
 def capped(lanes: Lanes) -> Callable[[Candidate, float], Score]:
@@ -97,5 +110,6 @@ def _beating(seconds: float, beat: float, budget: float) -> str:
 
 def _describe(row: FrontRow) -> str:
     if row.seconds is None:
-        return f"target not reached by every seed in {row.trained_seconds:.4g} s (best accuracy {row.accuracy:.4f})"
+        missed = f"seed {len(row.scores) - 1}" if len(row.scores) > 1 else "the bracket's run (seed 0)"
+        return f"target not reached by {missed} in {row.trained_seconds:.4g} s (accuracy {row.accuracy:.4f} there)"
     return f"{row.seconds:.4g} +- {row.spread:.2g} clock seconds to target over {len(row.scores)} seed(s)"

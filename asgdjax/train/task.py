@@ -77,6 +77,28 @@ class ClassificationTask:
         (correct, nll), _ = jax.lax.scan(one, (jnp.int32(0), jnp.float32(0.0)), (xs, ys, mask))
         return correct, nll
 
+    @functools.partial(jax.jit, static_argnums=(0, 4))
+    def _right_split(self, params, x, y, batch_size: int):
+        """Per example of the resident split: whether its prediction is right (batches scanned as above)."""
+        n = y.shape[0]
+        nb = -(-n // batch_size)
+        pad = nb * batch_size - n
+        xs = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(nb, batch_size, *x.shape[1:])
+        ys = jnp.pad(y, (0, pad)).reshape(nb, batch_size)
+
+        def one(carry, batch):
+            logits = self.model.logits(params, normalize(batch[0], self.spec.mean, self.spec.std))
+            return carry, jnp.argmax(logits, -1) == batch[1]
+
+        _, right = jax.lax.scan(one, None, (xs, ys))
+        return right.reshape(-1)[:n]
+
+    def correct(self, params, data: dict, batch_size: int = 1000) -> np.ndarray:
+        """Whether each test example is classified right (the planner scores the examples recent
+        evaluations got wrong first: asgdjax.plan.probe)."""
+        y = data["test_y"]
+        return np.asarray(self._right_split(params, data["test_x"], y, min(batch_size, int(y.shape[0]))))
+
     def evaluate(self, params, data: dict, batch_size: int = 1000) -> dict[str, float]:
         """Accuracy and mean loss on the whole test split (padded last batch, masked)."""
         y = data["test_y"]
