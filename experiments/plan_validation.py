@@ -160,24 +160,30 @@ def compare(config, plan: dict, row: dict, out: str) -> dict:
         "planned": (cand, Lanes(config, clocks, budget=budget, target=FLAGS.target)),
         "default": (default, Lanes(config, clocks, budget=budget, target=FLAGS.target, steps=config.steps)),
     }
-    result: dict = {"workers": k}
-    for name, (c, lanes) in runs.items():
-        seeds = []
-        for s in range(FLAGS.seeds):
+    result: dict = {"workers": k, **{name: {"candidate": c.name, "seeds": []} for name, (c, _) in runs.items()}}
+    for s in range(FLAGS.seeds):  # interleaved, so a drift in the host's speed touches both alike
+        for name, (c, lanes) in runs.items():
             pr = predicted(lanes, c, s)
             me = measured(config, c, s, pr["steps"], os.path.join(out, "runs", f"workers_{k}", name, f"seed_{s}"))
-            seeds.append({"seed": s, "predicted": pr, "measured": me})
+            result[name]["seeds"].append({"seed": s, "predicted": pr, "measured": me})
             print(f"{k} workers, {name} seed {s}: predicted {pr}, measured {me}", flush=True)
-        result[name] = {"candidate": c.name, "steps": seeds[0]["predicted"]["steps"], "seeds": seeds}
+    for name in runs:
+        result[name]["steps"] = result[name]["seeds"][0]["predicted"]["steps"]
     return summarize(result)
 
 
 def summarize(result: dict) -> dict:
     """Means over seeds of the time to target from the run's start (`raw_seconds`: every program is
     compiled before a run's clock starts) and from its steady state (`seconds`: every worker has delivered
-    two gradients), predicted against measured, and the planned configuration's measured speedup."""
+    two gradients), predicted against measured, and the planned configuration's measured speedup. The
+    ratio from the start splits, per seed, into the simulated training (`gradient_ratio`: gradients to the target, predicted
+    over measured) and the clock (`clock_ratio`: seconds per gradient, predicted over measured), so a
+    drift of the host's speed between calibration and run shows as the clock's part alone."""
     for name in ("planned", "default"):
         r, seeds = result[name], result[name]["seeds"]
+        both = [x for x in seeds if x["predicted"]["gradients"] and x["measured"]["gradients"]]
+        r["gradient_ratio"] = mean([x["predicted"]["gradients"] / x["measured"]["gradients"] for x in both])
+        r["clock_ratio"] = mean([per_gradient(x["predicted"]) / per_gradient(x["measured"]) for x in both])
         for key, suffix in (("raw_seconds", ""), ("seconds", "_steady")):
             t_p, t_m = (mean([x[side][key] for x in seeds]) for side in ("predicted", "measured"))
             reached = all(x["measured"][key] is not None for x in seeds)
@@ -188,6 +194,12 @@ def summarize(result: dict) -> dict:
         d, p = (result[n][f"measured_seconds_to_target{suffix}"] for n in ("default", "planned"))
         result[f"measured_speedup_over_default{suffix}"] = d / p if (d and p) else None
     return result
+
+
+def per_gradient(run: dict) -> float:
+    """Clock seconds per gradient up to the target, from the run's start (so per seed, the time ratio from
+    the start is gradient_ratio x clock_ratio exactly)."""
+    return run["raw_seconds"] / run["gradients"]
 
 
 def main(argv):
@@ -243,6 +255,7 @@ def report(result: dict, out: str) -> None:
                 "workers": c["workers"],
                 **{f"planned_{k}": c["planned"][k] for k in keys},
                 **{f"default_{k}": c["default"][k] for k in keys},
+                **{f"{n}_{k}": c[n].get(k) for n in ("planned", "default") for k in ("gradient_ratio", "clock_ratio")},
                 "measured_speedup_over_default": c["measured_speedup_over_default"],
                 "measured_speedup_over_default_steady": c["measured_speedup_over_default_steady"],
             }
