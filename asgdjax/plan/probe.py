@@ -18,6 +18,7 @@ import collections
 import math
 from typing import Any
 
+import jax
 import numpy as np
 from scipy.stats import hypergeom
 
@@ -26,6 +27,7 @@ HARD_PARTS = 2  # in this many parts, most often wrong first (a point far below 
 STAGES = (250, 500, 1000, 2000, 3000, 5000, 7000)  # of the other examples (a fixed random order) before the rest
 ALPHA = 2e-6  # the most a point at or above the target may be reported below it, per point
 WINDOW = 8  # complete evaluations whose errors choose the hard examples
+RELAYOUT = 0.1  # re-lay the parts once this share of the hard examples has changed (each re-lay copies the split)
 
 
 class Probe:
@@ -36,6 +38,7 @@ class Probe:
         n = len(data["test_y"]) if isinstance(data, dict) and "test_y" in data else 0
         self.n = n if n >= 4 * STAGES[0] else 0  # 0: too small (or not resident) to stage; score it whole
         self.order = np.random.default_rng(0).permutation(self.n)  # a fixed random order of the examples
+        self._host = {k: np.asarray(data[k]) for k in ("test_x", "test_y")} if self.n else {}
         self.need = needed(target, self.n)
         self.per_example = hasattr(task, "correct")
         self._errors: collections.deque = collections.deque(maxlen=WINDOW)  # recent complete evaluations' misses
@@ -83,7 +86,8 @@ class Probe:
         rank = np.empty(self.n, np.int64)
         rank[self.order] = np.arange(self.n)
         hard = np.lexsort((rank, -counts))[: min(HARD, self.n // 4)]  # most often wrong first, then fixed order
-        if not np.array_equal(np.sort(hard), np.sort(self._hard)):
+        changed = len(hard) - len(np.intersect1d(hard, self._hard))
+        if changed > RELAYOUT * len(hard):
             self._hard = hard
             self.parts = self._layout()
 
@@ -101,7 +105,8 @@ class Probe:
         return [self._take(p) for p in pieces]
 
     def _take(self, idx: np.ndarray) -> dict:
-        return {**self.data, "test_x": self.data["test_x"][idx], "test_y": self.data["test_y"][idx]}
+        """The examples `idx` as a resident split of their own (gathered on the host, one transfer each)."""
+        return {**self.data, **{k: jax.device_put(v[idx]) for k, v in self._host.items()}}
 
 
 def needed(target: float, n: int) -> int:
