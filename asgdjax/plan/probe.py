@@ -38,13 +38,13 @@ class Probe:
         n = len(data["test_y"]) if isinstance(data, dict) and "test_y" in data else 0
         self.n = n if n >= 4 * STAGES[0] else 0  # 0: too small (or not resident) to stage; score it whole
         self.order = np.random.default_rng(0).permutation(self.n)  # a fixed random order of the examples
+        self._rank = np.argsort(self.order)  # each example's place in that order (breaks ties between the hard)
         self._host = {k: np.asarray(data[k]) for k in ("test_x", "test_y")} if self.n else {}
         self.need = needed(target, self.n)
         self.per_example = hasattr(task, "correct")
         self._errors: collections.deque = collections.deque(maxlen=WINDOW)  # recent complete evaluations' misses
         self._hard: np.ndarray = np.zeros(0, np.int64)
         self._index: np.ndarray = self.order  # the example behind each position of the parts, in order
-        self._hard_parts = 0
         self.parts: list[dict] = self._layout()
 
     def accuracy(self, params: Any, *, full: bool) -> float | None:
@@ -57,7 +57,7 @@ class Probe:
         for i, part in enumerate(self.parts):
             ok = self._score(params, part)
             right.append(ok)
-            if i < self._hard_parts:  # scored exactly: what the others must still make up
+            if i < self._hard_parts():  # scored exactly: what the others must still make up
                 need, hard = need - int(ok.sum()), hard - len(ok)
                 if not full and need > rest + hard:
                     return None
@@ -83,9 +83,7 @@ class Probe:
         counts = np.zeros(self.n, np.int64)
         for wrong in self._errors:
             counts[wrong] += 1
-        rank = np.empty(self.n, np.int64)
-        rank[self.order] = np.arange(self.n)
-        hard = np.lexsort((rank, -counts))[: min(HARD, self.n // 4)]  # most often wrong first, then fixed order
+        hard = np.lexsort((self._rank, -counts))[: min(HARD, self.n // 4)]  # most often wrong first, then fixed order
         changed = len(hard) - len(np.intersect1d(hard, self._hard))
         if changed > RELAYOUT * len(hard):
             self._hard = hard
@@ -98,11 +96,14 @@ class Probe:
             return []
         rest = self.order[~np.isin(self.order, self._hard)] if len(self._hard) else self.order
         ends = [s for s in STAGES if s < len(rest)] + [len(rest)]
-        hard = np.array_split(self._hard, HARD_PARTS) if len(self._hard) else []
-        self._hard_parts = len(hard)
+        hard = np.array_split(self._hard, HARD_PARTS) if self._hard_parts() else []
         pieces = [np.sort(p) for p in [*hard, *np.split(rest, ends[:-1])]]
         self._index = np.concatenate(pieces)
         return [self._take(p) for p in pieces]
+
+    def _hard_parts(self) -> int:
+        """How many of the parts hold hard examples (none before the first complete evaluation)."""
+        return HARD_PARTS if len(self._hard) else 0
 
     def _take(self, idx: np.ndarray) -> dict:
         """The examples `idx` as a resident split of their own (gathered on the host, one transfer each)."""

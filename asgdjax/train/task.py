@@ -47,10 +47,12 @@ class ClassificationTask:
         """(loss, gradient) of the mean cross-entropy on the batch `indices`."""
         return jax.value_and_grad(self.batch_loss)(params, data, indices, key)
 
+    def _logits(self, params, images):
+        return self.model.logits(params, normalize(images, self.spec.mean, self.spec.std))
+
     def _eval_terms(self, params, images, labels, mask):
         """(correct predictions, summed negative log-likelihood) over the unmasked examples of one batch."""
-        x = normalize(images, self.spec.mean, self.spec.std)
-        logits = self.model.logits(params, x)
+        logits = self._logits(params, images)
         correct = (jnp.argmax(logits, -1) == labels) & mask
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)[:, 0]
         return jnp.sum(correct), jnp.sum(jnp.where(mask, nll, 0.0))
@@ -63,12 +65,7 @@ class ClassificationTask:
     def _eval_split(self, params, x, y, batch_size: int):
         """The whole resident split in one program: batches of `batch_size` (the last padded and masked)
         scanned on the device, so an evaluation costs one dispatch and one transfer, not one per batch."""
-        n = y.shape[0]
-        nb = -(-n // batch_size)
-        pad = nb * batch_size - n
-        xs = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(nb, batch_size, *x.shape[1:])
-        ys = jnp.pad(y, (0, pad)).reshape(nb, batch_size)
-        mask = (jnp.arange(nb * batch_size) < n).reshape(nb, batch_size)
+        xs, ys, mask = _batched(x, y, batch_size)
 
         def one(carry, batch):
             c, nll = self._eval_terms(params, *batch)
@@ -80,18 +77,13 @@ class ClassificationTask:
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _right_split(self, params, x, y, batch_size: int):
         """Per example of the resident split: whether its prediction is right (batches scanned as above)."""
-        n = y.shape[0]
-        nb = -(-n // batch_size)
-        pad = nb * batch_size - n
-        xs = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(nb, batch_size, *x.shape[1:])
-        ys = jnp.pad(y, (0, pad)).reshape(nb, batch_size)
+        xs, ys, _ = _batched(x, y, batch_size)
 
         def one(carry, batch):
-            logits = self.model.logits(params, normalize(batch[0], self.spec.mean, self.spec.std))
-            return carry, jnp.argmax(logits, -1) == batch[1]
+            return carry, jnp.argmax(self._logits(params, batch[0]), -1) == batch[1]
 
         _, right = jax.lax.scan(one, None, (xs, ys))
-        return right.reshape(-1)[:n]
+        return right.reshape(-1)[: y.shape[0]]
 
     def correct(self, params, data: dict, batch_size: int = 1000) -> np.ndarray:
         """Whether each test example is classified right (the planner scores the examples recent
@@ -150,6 +142,17 @@ class StreamingClassificationTask(ClassificationTask):
                 yield jnp.asarray(b["images"]), jnp.asarray(b["labels"])
 
         return self._score(params, batches(), n, batch_size)
+
+
+def _batched(x, y, batch_size: int):
+    """The split as (batches, batch_size, ...) arrays, the last batch zero-padded, and the mask of real
+    examples."""
+    n = y.shape[0]
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    xs = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(nb, batch_size, *x.shape[1:])
+    ys = jnp.pad(y, (0, pad)).reshape(nb, batch_size)
+    return xs, ys, (jnp.arange(nb * batch_size) < n).reshape(nb, batch_size)
 
 
 def make_task(model: Classifier, dataset: ArrayDataset | StreamingDataset, *, augment: bool, eval_examples: int = 0):
