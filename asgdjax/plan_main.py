@@ -82,17 +82,25 @@ def main(argv) -> None:
 
 
 def run(config, space) -> None:
-    from asgdjax.plan import search
-    from asgdjax.plan.front import command
-    from asgdjax.plan.report import to_json, write
     from asgdjax.predict.clock import given_clock
     from asgdjax.train.validate import validate
+    from asgdjax.train.workdir import Workdir, check_tool_folder
 
     validate(config)
     name = os.path.splitext(os.path.basename(config_path()))[0]
     workdir = FLAGS.workdir or os.path.join("runs", f"plan_{name}")
     given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
-    os.makedirs(workdir, exist_ok=True)
+    check_tool_folder(workdir, tool="asgdjax-plan", writes="calibration/, plan.json and plan.png")
+    with Workdir(workdir):  # a second plan on the same folder is refused, not interleaved
+        plan_in(config, space, workdir, given)
+
+
+def plan_in(config, space, workdir: str, given) -> None:
+    """Calibrate (or take the given clock), search, print and write the plan in the locked workdir."""
+    from asgdjax.plan import search
+    from asgdjax.plan.front import command
+    from asgdjax.plan.report import to_json, write
+
     say = (lambda s: print(f"asgdjax-plan: {s}", file=sys.stderr, flush=True)) if FLAGS.progress else (lambda s: None)
     clocks, described = make_clocks(config, space, workdir, say, given)
     say(f"searching {space.size} configurations (workers {','.join(map(str, space.workers))})")

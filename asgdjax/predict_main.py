@@ -49,13 +49,22 @@ def main(argv) -> None:
 
 
 def run(config, counts: list[int]) -> None:
+    from asgdjax.predict.clock import given_clock
+    from asgdjax.train.workdir import Workdir, check_tool_folder
+
+    given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
+    check_tool_folder(FLAGS.workdir, tool="asgdjax-predict", writes="calibration.json and predictions.json/.png")
+    with Workdir(FLAGS.workdir):  # a second prediction on the same folder is refused, not interleaved
+        predict_in(config, counts, given)
+
+
+def predict_in(config, counts: list[int], given) -> None:
+    """Calibrate (or take the given clock), simulate each worker count, print and write the predictions."""
     from asgdjax.predict.calibration import calibrate_workdir
-    from asgdjax.predict.clock import calibration_run_config, given_clock
+    from asgdjax.predict.clock import calibration_run_config
     from asgdjax.predict.predict import plot, predict
     from asgdjax.train import train
 
-    given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
-    os.makedirs(FLAGS.workdir, exist_ok=True)
     if given is not None:
         cal = given[0]
     else:  # a short real run

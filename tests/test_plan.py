@@ -171,12 +171,23 @@ def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
         ("--eta=1", "--eta=1"),
         ("--calibration=missing.json", "missing.json"),
         ("--profile=nowhere", "nowhere"),
+        ("--profile=paine2013", "paine2013_gigabit"),  # the line names the packaged profiles
         ("--config.model=resnet", "resnet"),
     ],
 )
 def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
     out = run_cli("plan", [flag, "--workdir=p"], tmp_path)
     assert named in one_line_error(out)
+
+
+@pytest.mark.parametrize("tool", ["plan", "predict"])
+def test_a_tool_refuses_a_training_runs_workdir_and_touches_nothing(tmp_path, tool):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    out = run_cli(tool, ["--profile=paine2013_gigabit", "--workdir=run"], tmp_path)
+    assert "holds a training run (config.json)" in one_line_error(out)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
 def test_an_evaluation_far_below_the_target_stops_after_its_first_examples():

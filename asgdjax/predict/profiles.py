@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import asgdjax.configs
+from asgdjax.errors import ConfigError
 
 FOLDER = os.path.join(os.path.dirname(asgdjax.configs.__file__), "hardware")
 
@@ -15,6 +16,14 @@ def names() -> list[str]:
 
 
 def profile_path(name_or_path: str) -> str:
-    """A packaged profile's file (by name, e.g. paine2013_gigabit), or the path given."""
+    """A packaged profile's file (by name, e.g. paine2013_gigabit), or the path given; one line naming the
+    packaged profiles when it is neither."""
     packaged = os.path.join(FOLDER, f"{name_or_path}.json")
-    return packaged if os.path.exists(packaged) else name_or_path
+    if os.path.exists(packaged):
+        return packaged
+    if not os.path.isfile(name_or_path):
+        raise ConfigError(
+            f"--profile={name_or_path!r} is not allowed; use one of {', '.join(names())} "
+            "(asgdjax/configs/hardware) or the path of a profile JSON"
+        )
+    return name_or_path

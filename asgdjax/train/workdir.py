@@ -118,6 +118,17 @@ def check_location(path: str) -> None:
         raise ConfigError(f"workdir {path!r} cannot be written ({where!r} is not writable); give a writable folder")
 
 
+def check_tool_folder(path: str, *, tool: str, writes: str) -> None:
+    """One line when a tool's output folder (asgdjax-plan's, asgdjax-predict's) is a training run's
+    workdir: the tool would mix its files into the run's, so it is refused before anything is written."""
+    check_location(path)
+    held = [f for f in ("config.json", "trace.npz", "checkpoints") if os.path.exists(os.path.join(path, f))]
+    if held:
+        raise ConfigError(
+            f"workdir {path!r} holds a training run ({held[0]}); {tool} writes {writes}: use another --workdir"
+        )
+
+
 def _has_checkpoints(path: str) -> bool:
     ck = os.path.join(path, "checkpoints")
     return os.path.isdir(ck) and any(name.isdigit() for name in os.listdir(ck))
