@@ -18,6 +18,7 @@ from asgdjax.plan import Candidate, Clocks, FrontRow, Lanes, ProtocolChoice, Sco
 from asgdjax.plan.front import command
 from asgdjax.plan.halving import rung_times, successive_halving
 from asgdjax.predict import Calibration
+from asgdjax.predict.targets import gradient_times
 
 CLOCK = Calibration(DelayModel(kind="lognormal", mean=0.01, spread=0.1, service=0.0005))
 SPACE = dict(workers="2,4", protocols="async", rules="none", learning_rates="0.05", momenta="0.5")
@@ -123,6 +124,24 @@ def test_a_lane_advanced_rung_by_rung_matches_one_advanced_at_once(digits):
     assert common.sum() == len(b) and len(a) > len(b)
     assert np.allclose(a[common, 1], b[:, 1], atol=1 / 359 + 1e-9) and np.allclose(a[common, 2], b[:, 2])
     assert stepped.simulated_gradients() == once.simulated_gradients() == s1.gradients
+
+
+def test_rungs_divide_the_time_after_the_warm_start(digits):
+    """Before the warm start ends only worker 0 trains, so every candidate of a learning rate is the same
+    run there; a first rung inside it would drop protocols and rules by nothing (the paine2013 MNIST plan's
+    first rung, 44 of the warm start's 50 s, did)."""
+    assert rung_times(9.0, 3, 3, start=0.0) == [1.0, 3.0, 9.0]
+    assert rung_times(10.0, 3, 3, start=1.0) == [2.0, 4.0, 10.0]
+    assert rung_times(1.0, 3, 3, start=2.0) == rung_times(1.0, 3, 3)  # a warm start past the budget: ignored
+    config = get_config()
+    config.model, config.steps, config.warm_start_steps = "mlp", 120, 40
+    lanes = Lanes(config, Clocks(default=CLOCK), budget=0.7, target=0.99, evals=6)
+    cand = Candidate(4, ProtocolChoice("async"), "none", 0.1, 0.5)
+    end = lanes.warm_start_end(cand)
+    trace = lanes.lane(cand).trace
+    times, workers = gradient_times(trace), np.asarray(trace.worker)[np.asarray(trace.step) >= 0]
+    assert end == times[39] > 0 and set(workers[:40]) == {0} and len(set(workers[40:])) > 1
+    assert lanes.warm_start_end(cand._replace(workers=1)) == 0.0
 
 
 def test_a_clock_per_worker_count_and_protocol_refuses_an_uncalibrated_pair():
@@ -287,6 +306,9 @@ def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(mo
 
         def lane(self, cand):
             return SimpleNamespace(config=SimpleNamespace(steps=100))
+
+        def warm_start_end(self, cand):
+            return 0.0
 
         def release(self, cand, seed=0):
             pass

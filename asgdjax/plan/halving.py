@@ -36,9 +36,11 @@ class Rung(NamedTuple):
     scores: list  # [(candidate, Score)] of every candidate that trained to this rung, best first
 
 
-def rung_times(budget: float, eta: int, rungs: int) -> list[float]:
-    """budget / eta^(rungs-1), ..., budget / eta, budget."""
-    return [budget / eta ** (rungs - 1 - r) for r in range(rungs)]
+def rung_times(budget: float, eta: int, rungs: int, *, start: float = 0.0) -> list[float]:
+    """start + (budget - start) / eta^(rungs-1), ..., start + (budget - start) / eta, budget: the rungs
+    divide the time after `start` (a warm start's end, before which candidates do not differ)."""
+    start = start if 0.0 <= start < budget else 0.0
+    return [start + (budget - start) / eta ** (rungs - 1 - r) for r in range(rungs)]
 
 
 def successive_halving(

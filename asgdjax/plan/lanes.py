@@ -149,6 +149,16 @@ class Lanes:
         trace = self._schedule(c, candidate, seed, None)
         return max(candidate.workers, int(np.searchsorted(gradient_times(trace), self.budget, "right")))
 
+    def warm_start_end(self, candidate: Candidate) -> float:
+        """Clock seconds at which the warm start's solo gradients end (0 without one). Until then every
+        candidate of a worker count trains worker 0 alone, so a rung that ends there tells protocols and
+        rules apart by nothing (Paine et al. 2013's warm start: 50 of a 300 s run on their hardware)."""
+        c = self.config_of(candidate)
+        if candidate.workers == 1 or c.warm_start_steps <= 0:
+            return 0.0
+        times = gradient_times(self._schedule(c, candidate, 0, c.steps))
+        return float(times[min(c.warm_start_steps, len(times)) - 1])
+
     def _schedule(self, c: Any, candidate: Candidate, seed: int, steps: int | None) -> Trace:
         """The schedule (cached: it depends on workers, protocol and seed, not on the rule or step size)."""
         key = (candidate.workers, candidate.protocol, seed, steps)

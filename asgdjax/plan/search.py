@@ -58,9 +58,11 @@ def search(
         beat = min((r.seconds for r in rows if r.seconds is not None), default=math.inf)
         seconds = min(budget, BEAT_MARGIN * beat)
         progress(f"{k} workers: {len(space.candidates(k))} candidates" + _beating(seconds, beat, budget))
-        rung_list = successive_halving(
-            space.candidates(k), capped(lanes), rung_times(seconds, eta, rungs), eta=eta, progress=progress
-        )
+        start = warm_start_end(lanes, space.candidates(k))
+        times = rung_times(seconds, eta, rungs, start=start)
+        if times[0] > seconds / eta ** (rungs - 1):
+            progress(f"rungs divide the {seconds - start:.4g} s after the warm start, which ends at {start:.4g} s")
+        rung_list = successive_halving(space.candidates(k), capped(lanes), times, eta=eta, progress=progress)
         brackets[k] = rung_list
         best = rung_list[-1].scores[0][0]
         lanes.release_prefixes()
@@ -75,6 +77,13 @@ def search(
         progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
     front, best_row = pareto_front(rows), recommend(rows)
     return Plan(budget, brackets, rows, front, best_row, time.time() - t0, lanes.simulated_gradients())
+
+
+def warm_start_end(lanes: Lanes, candidates: list[Candidate]) -> float:
+    """The latest clock second at which a candidate's warm start ends (protocols differ in when: Downpour's
+    solo worker also pushes and fetches); the bracket's rungs divide the time after it."""
+    per_protocol = {c.protocol: c for c in candidates}
+    return max((lanes.warm_start_end(c) for c in per_protocol.values()), default=0.0)
 
 
 def over_seeds(lanes: Lanes, best: Candidate, seconds: float, seeds: int) -> tuple[Score, ...]:
