@@ -144,6 +144,19 @@ def test_rungs_divide_the_time_after_the_warm_start(digits):
     assert lanes.warm_start_end(cand._replace(workers=1)) == 0.0
 
 
+def test_a_hit_past_the_budget_is_not_a_time_to_target(digits):
+    """The paine2013 plan's 4-client winner counted a seed's hit at 406.9 s of a 399 s budget."""
+    config = get_config()
+    config.model, config.steps = "mlp", 120
+    lanes = Lanes(config, Clocks(default=CLOCK), budget=0.7, target=0.9, evals=6)
+    lane = lanes.lane(Candidate(2, ProtocolChoice("async"), "none", 0.1, 0.5))
+    lane.curve = [(50, 0.8, 0.5), (100, 0.95, 0.7)]
+    assert lanes.score(lane).seconds_to_target == 0.7
+    lane.curve = [(50, 0.8, 0.5), (100, 0.95, 0.71)]
+    score = lanes.score(lane)
+    assert score.seconds_to_target is None and score.accuracy == 0.95
+
+
 def test_a_clock_per_worker_count_and_protocol_refuses_an_uncalibrated_pair():
     plain, downpour = ProtocolChoice("async"), ProtocolChoice("downpour", 4)
     clocks = Clocks(measured={(2, plain): CLOCK})

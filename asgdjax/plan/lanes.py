@@ -325,9 +325,11 @@ class Lanes:
             )
 
     def score(self, lane: Lane) -> Score:
-        """Time to target (first hit), or else the accuracy of its last evaluation: the one where its
-        training so far ends, which scores the whole split (the probe's earlier points may stop short)."""
-        hit = next((t for _, acc, t in lane.curve if acc >= self.target), None)
+        """Time to target (first hit within the budget), or else the accuracy of its last evaluation: the
+        one where its training so far ends, which scores the whole split (the probe's earlier points may
+        stop short). A lane's last events can arrive past the budget (its gradient count comes from the
+        budget, its clock from the run: a Downpour run's last pushes); a hit there is not within it."""
+        hit = next((t for _, acc, t in lane.curve if acc >= self.target and t <= self.budget), None)
         last = lane.curve[-1][1] if lane.curve else 0.0
         done = int(np.sum(lane.trace.step[: lane.event] >= 0))
         return Score(hit, last if math.isfinite(last) else 0.0, done, lane.diverged)
