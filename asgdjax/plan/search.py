@@ -60,7 +60,7 @@ def search(
         progress(f"{k} workers: {len(space.candidates(k))} candidates" + _beating(seconds, beat, budget))
         start = warm_start_end(lanes, space.candidates(k))
         times = rung_times(seconds, eta, rungs, start=start)
-        if times[0] > seconds / eta ** (rungs - 1):
+        if times != rung_times(seconds, eta, rungs):  # the warm start moved them
             progress(f"rungs divide the {seconds - start:.4g} s after the warm start, which ends at {start:.4g} s")
         rung_list = successive_halving(space.candidates(k), capped(lanes), times, eta=eta, progress=progress)
         brackets[k] = rung_list
