@@ -51,6 +51,57 @@ def test_ray_actors_train_asynchronously_and_the_trace_replays(cluster, digits_t
     assert_replays(digits_task, trace, spec, p0, server)
 
 
+@pytest.mark.parametrize(
+    "k,n_fetch,n_push,warm,faults",
+    [
+        (2, 4, 4, 5, {}),  # the warm start's last step (4) cuts worker 0's segment 4..7 short: a rewind
+        (3, 2, 5, 0, {}),  # segments end at fetches (every 2) and pushes (every 5): 0-1, 2-3, 4, 5-6, ...
+        (2, 4, 4, 0, {(1, 6): "raise"}),  # a failure inside a returned segment: restart, segment 6..7 again
+    ],
+)
+def test_downpour_actors_run_a_segment_of_local_steps_per_call_and_the_trace_replays(
+    cluster, digits_task, k, n_fetch, n_push, warm, faults
+):
+    """One actor call per segment between exchanges with the server; the run's end (47 is not a push step
+    for n_push = 4 or 5 when the budget is spent mid-segment), a warm start's end and a failure inside a
+    segment hand over fewer steps than the call computed, and the trace still replays exactly."""
+    import helpers
+
+    task, data = digits_task
+    spec = ProtocolSpec(num_workers=k, n_fetch=n_fetch, n_push=n_push, warm_start_steps=warm)
+    co = helpers.Coordinator(
+        task,
+        make,
+        helpers.HP,
+        spec,
+        devices=[None] * k,
+        data=jax.tree.map(np.asarray, data),
+        sampler=helpers.sampler(int(data["train_y"].shape[0]), k),
+        data_key=helpers.KEY,
+        backend="ray",
+        backend_options={"num_cpus": 0.5, "max_restarts": 3},
+    )
+    try:
+        p0 = task.init(jax.random.key(0))
+        server, trace, _ = co.run(p0, spec.machine(47), options=RunOptions(faults=dict(faults)))
+    finally:
+        co.shutdown()
+    assert trace.num_gradients == 47 and exactly_once(trace)
+    assert len(trace.meta["failures"]) == len(faults)
+    segments = -(-47 // min(n_fetch, n_push))
+    assert co.workers.calls <= segments + k + len(faults) + 2  # about one call per segment, not per step
+    assert co.workers.rewinds >= (1 if warm else 0)
+    assert_replays(digits_task, trace, spec, p0, server)
+
+
+def test_segments_end_at_the_next_push_or_fetch():
+    from asgdjax.runtime.ray_workers import segment_end
+
+    assert [segment_end(s, n_fetch=4, n_push=4) for s in range(9)] == [3, 3, 3, 3, 7, 7, 7, 7, 11]
+    assert [segment_end(s, n_fetch=2, n_push=5) for s in range(8)] == [1, 1, 3, 3, 4, 5, 7, 7]
+    assert [segment_end(s, n_fetch=1, n_push=1) for s in range(3)] == [0, 1, 2]
+
+
 def test_a_killed_actor_is_restarted_and_no_update_is_applied_twice(cluster, digits_task):
     import helpers
 

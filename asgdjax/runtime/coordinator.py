@@ -149,6 +149,8 @@ class Coordinator:
                     data_key=data_key,
                     local_updates=spec.local_updates,
                     local_lr=llr,
+                    n_fetch=spec.n_fetch,
+                    n_push=spec.n_push,
                     **(backend_options or {}),
                 )
             elif not isinstance(backend, str):

@@ -36,7 +36,8 @@ class WorkerPool(Protocol):
         ...
 
     def take(self, worker: int, step: int) -> tuple[Any, Params]:
-        """(loss, gradient) of (worker, step), handed over once."""
+        """(loss, gradient) of (worker, step), handed over once; a pool whose workers apply Downpour's local
+        step themselves (Ray actors) may hand None for the gradient."""
         ...
 
     def discard(self, worker: int, step: int) -> None:
@@ -46,7 +47,7 @@ class WorkerPool(Protocol):
         """Downpour: the worker's copy moves by -lr * grads and grads join its accumulator."""
 
     def accumulated(self, worker: int) -> Params:
-        """The worker's accumulated gradient (what it pushes)."""
+        """The worker's accumulated gradient (what it pushes; asked only at a push)."""
         ...
 
     def clear(self, worker: int) -> None:

@@ -229,10 +229,11 @@ class ActiveRun:
             self.losses.append(loss)
             if self.co.spec.local_updates:
                 self.pool.local_step(w, g)
-                g = self.pool.accumulated(w)
             pushed = g
             self.gradients += 1
         if row.push:
+            if self.co.spec.local_updates:  # asked only when pushed: a Ray actor keeps it until then
+                pushed = self.pool.accumulated(w)
             grads = jax.device_put(pushed, self.programs.params_sharding)
             self.pending.append(Pending(grads, self.read_version[w], w, row.fetch == Fetch.ON_APPLY))
             if self.co.spec.local_updates:

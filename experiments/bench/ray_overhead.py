@@ -2,11 +2,13 @@
 machine, and where a Ray update's time goes.
 
   python experiments/bench/ray_overhead.py [--quick] [--model=mlp --dataset=digits --workers=2]
+  python experiments/bench/ray_overhead.py --model=cifar_18pct --dataset=cifar10 --batch=128 --steps=120
 
 Both backends run the same coordinator, protocol and server; only where gradients are computed differs
 (local devices through async dispatch, or Ray actors returning numpy). The breakdown times, in this
 process: an empty actor call (the round trip), one ray.put of the parameters, the actor-side step, and
-the local backend's whole update. Downpour n_fetch = n_push = 4 shows what fewer parameter sends buy.
+the local backend's whole update. Downpour n_fetch = n_push = n (--downpour) shows what one actor call
+per push buys: the actor runs the n local steps and returns their accumulated gradient.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ flags.DEFINE_string("model", "mlp", "Model.")
 flags.DEFINE_string("dataset", "digits", "Dataset.")
 flags.DEFINE_integer("batch", 32, "Batch size per step.")
 flags.DEFINE_integer("workers", 2, "Workers (devices locally, actors on Ray).")
+flags.DEFINE_integer("steps", 0, "Gradients per timed run (0: 600, 200 with --quick).")
+flags.DEFINE_integer("downpour", 4, "n_fetch = n_push of the Downpour row.")
 FLAGS = flags.FLAGS
 
 
@@ -51,7 +55,7 @@ def main(argv):
     del argv
     import ray
 
-    steps = 200 if FLAGS.quick else 600
+    steps = FLAGS.steps or (200 if FLAGS.quick else 600)
     k = FLAGS.workers
     task, data, ds, source = bench_task(FLAGS.dataset, FLAGS.model)
     host = jax.tree.map(np.asarray, data)
@@ -61,7 +65,7 @@ def main(argv):
     streams = ShardSampler(ds.num_train, FLAGS.batch, 0, k)
     ray.init(num_cpus=max(os.cpu_count() or 1, k), include_dashboard=False, log_to_driver=False)
     rows = []
-    for n in (1, 4):
+    for n in (1, FLAGS.downpour):
         spec = ProtocolSpec(num_workers=k, n_fetch=n, n_push=n)
         local = coordinator(task, make, hp, spec, group_devices(k), host, streams, jax.random.key(1))
         remote = coordinator(
@@ -78,6 +82,7 @@ def main(argv):
         )
         u_local = updates_per_s(local, params, k, steps, n)
         u_ray = updates_per_s(remote, params, k, steps, n)
+        calls = remote.workers.calls / (4 * k + 2 * steps)  # the warm-up run and the two timed ones
         rows.append(
             {
                 "n_fetch_push": n,
@@ -86,10 +91,12 @@ def main(argv):
                 "ratio": u_ray / u_local,
                 "ray_ms_per_gradient": 1e3 / u_ray,
                 "local_ms_per_gradient": 1e3 / u_local,
+                "ray_actor_calls_per_gradient": calls,
             }
         )
         print(
-            f"n_fetch=n_push={n}: local {u_local:8.1f}  ray {u_ray:8.1f} gradients/s  (ray = {u_ray / u_local:.3f}x)",
+            f"n_fetch=n_push={n}: local {u_local:8.1f}  ray {u_ray:8.1f} gradients/s  (ray = {u_ray / u_local:.3f}x; "
+            f"{calls:.2f} actor calls per gradient)",
             flush=True,
         )
         if n == 1:
