@@ -1,8 +1,10 @@
 """Mixed precision (`--config.dtype=bfloat16`): the training step's speed against float32 in one process,
 as achieved TFLOP/s by an analytic count of the network's FLOPs and as a fraction of the card's bf16 rate;
-and, with --accuracy_steps, CIFAR-10 layers-18pct accuracy in both dtypes at the same steps.
+and, with --accuracy_steps, CIFAR-10 layers-18pct accuracy in both dtypes at the same steps, over
+--accuracy_seeds seeds (the seed-to-seed spread is the scale a dtype's difference must be read against).
 
   python experiments/bench/mixed_precision.py [--quick] [--model=alexnet] [--batch=128] [--accuracy_steps=0]
+      [--accuracy_seeds=1]
 
 The FLOP count walks the jaxpr of one training step (forward and backward): 2 x multiply-adds of every
 convolution and matrix product, which is what a GPU's tensor cores run (XLA's GPU cost analysis does not
@@ -32,6 +34,7 @@ flags.DEFINE_bool("quick", False, "Fewer timed steps.")
 flags.DEFINE_string("model", "", "Model to time; default alexnet on a GPU, cifar_18pct on a CPU.")
 flags.DEFINE_integer("batch", 128, "Batch size of the timed step.")
 flags.DEFINE_integer("accuracy_steps", 0, "Also train CIFAR-10 layers-18pct this many steps in each dtype.")
+flags.DEFINE_integer("accuracy_seeds", 1, "Seeds (0, 1, ...) of each dtype's accuracy run.")
 FLAGS = flags.FLAGS
 SPEC_SHEET_BF16_TFLOPS = {"NVIDIA H100 80GB HBM3": 989.0, "NVIDIA H200": 989.0, "NVIDIA A100-SXM4-80GB": 312.0}
 SHAPES = {"alexnet": ("imagenet2012", (224, 224, 3), 1000)}
@@ -103,8 +106,9 @@ def bf16_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 * reps / best_time(lambda: jax.block_until_ready([f(a) for _ in range(reps)]), 3) / 1e12
 
 
-def accuracy(steps: int) -> dict:
-    """CIFAR-10 layers-18pct trained `steps` steps in each dtype (same seed, data, schedule)."""
+def accuracy(steps: int, seeds: int) -> dict:
+    """CIFAR-10 layers-18pct trained `steps` steps in each dtype (same seeds, data, schedule): per-seed
+    accuracies, and the mean difference (bfloat16 - float32, paired by seed) in points."""
     import tempfile
 
     from asgdjax.configs.cifar10_18pct import get_config
@@ -113,14 +117,23 @@ def accuracy(steps: int) -> dict:
 
     if not is_prepared("cifar10"):
         return {"accuracy_skipped": "cifar10 is not prepared (asgdjax-prepare --dataset=cifar10 --npz=...)"}
-    out = {"accuracy_steps": steps}
+    out: dict = {"accuracy_steps": steps, "accuracy_seeds": seeds}
     for dtype in ("float32", "bfloat16"):
-        c = get_config()
-        c.steps, c.dtype, c.tensorboard = steps, dtype, False
-        c.eval_every = c.checkpoint_every = steps
-        with tempfile.TemporaryDirectory() as workdir:
-            out[f"accuracy_{dtype}"] = train(c, workdir, show_progress=False)["final_test_accuracy"]
-    out["accuracy_difference_points"] = 100 * (out["accuracy_bfloat16"] - out["accuracy_float32"])
+        runs = []
+        for seed in range(seeds):
+            c = get_config()
+            c.steps, c.dtype, c.tensorboard, c.seed = steps, dtype, False, seed
+            c.eval_every = c.checkpoint_every = steps
+            with tempfile.TemporaryDirectory() as workdir:
+                runs.append(train(c, workdir, show_progress=False)["final_test_accuracy"])
+            print(f"  {dtype} seed {seed}: {runs[-1]:.4f}", flush=True)
+        out[f"accuracy_{dtype}_per_seed"] = runs
+        out[f"accuracy_{dtype}"] = float(np.mean(runs))
+    diffs = 100 * (np.asarray(out["accuracy_bfloat16_per_seed"]) - np.asarray(out["accuracy_float32_per_seed"]))
+    out["accuracy_difference_points"] = float(diffs.mean())
+    if seeds > 1:
+        out["accuracy_difference_points_sem"] = float(diffs.std(ddof=1) / np.sqrt(seeds))
+        out["accuracy_float32_seed_std_points"] = float(100 * np.std(out["accuracy_float32_per_seed"], ddof=1))
     return out
 
 
@@ -148,11 +161,18 @@ def main(argv):
         f"{100 * out['bf16_fraction_of_measured_matmul']:.0f}% of a measured bf16 matmul)"
     )
     if FLAGS.accuracy_steps:
-        out |= accuracy(FLAGS.accuracy_steps)
+        out |= accuracy(FLAGS.accuracy_steps, FLAGS.accuracy_seeds)
         if "accuracy_float32" in out:
+            spread = ""
+            if FLAGS.accuracy_seeds > 1:
+                spread = (
+                    f" +- {out['accuracy_difference_points_sem']:.2f} (standard error over seeds); float32 seeds "
+                    f"differ by {out['accuracy_float32_seed_std_points']:.2f} points (std)"
+                )
             print(
-                f"CIFAR-10 layers-18pct, {FLAGS.accuracy_steps} steps: float32 {out['accuracy_float32']:.4f}, "
-                f"bfloat16 {out['accuracy_bfloat16']:.4f} ({out['accuracy_difference_points']:+.2f} points)"
+                f"CIFAR-10 layers-18pct, {FLAGS.accuracy_steps} steps, mean of {FLAGS.accuracy_seeds} seed(s): "
+                f"float32 {out['accuracy_float32']:.4f}, bfloat16 {out['accuracy_bfloat16']:.4f} "
+                f"({out['accuracy_difference_points']:+.2f} points{spread})"
             )
     emit(out)
 
