@@ -2,7 +2,7 @@
 machine, and where a Ray update's time goes.
 
   python experiments/bench/ray_overhead.py [--quick] [--model=mlp --dataset=digits --workers=2]
-  python experiments/bench/ray_overhead.py --model=cifar_18pct --dataset=cifar10 --batch=128 --steps=120
+  python experiments/bench/ray_overhead.py --model=cifar_18pct --dataset=cifar10 --batch=128 --steps=60
 
 Both backends run the same coordinator, protocol and server; only where gradients are computed differs
 (local devices through async dispatch, or Ray actors returning numpy). The breakdown times, in this
