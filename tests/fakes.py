@@ -18,8 +18,8 @@ class SleepWorkers:
     """A worker pool whose steps take known times (timers) and return zero gradients, so calibration has a
     ground truth."""
 
-    def __init__(self, params: Params, times: list[np.ndarray]):
-        self.K, self.times = len(times), times
+    def __init__(self, params: Params, times: list[np.ndarray], *, steps_per_call: int = 1):
+        self.K, self.times, self.steps_per_call = len(times), times, steps_per_call
         self.zeros = jax.tree.map(np.zeros_like, params)
 
     @property
@@ -32,7 +32,7 @@ class SleepWorkers:
     def submit(self, worker: int, step: int) -> Dispatched:
         f: cf.Future[float] = cf.Future()
         threading.Timer(float(self.times[worker][step]), lambda: f.set_result(time.perf_counter())).start()
-        return Dispatched(f, time.perf_counter())
+        return Dispatched(f, time.perf_counter(), self.steps_per_call)  # a call as long as that many steps
 
     def take(self, worker: int, step: int) -> tuple[Any, Params]:
         return np.float32(0.0), self.zeros

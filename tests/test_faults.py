@@ -55,6 +55,33 @@ def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, local):
     replay_matches(digits_task, trace, spec, p0, server)
 
 
+def test_the_worker_timeout_is_per_local_step_of_a_call(digits_task):
+    """A pool call computing n local steps (a Ray Downpour segment) may take n timeouts: 0.3 s calls of
+    3 steps under a 0.15 s timeout all finish; a hung one fails after 0.45 s."""
+    from fakes import SleepWorkers
+    from helpers import Coordinator, sampler
+
+    task, data = digits_task
+    params = task.init(jax.random.key(0))
+    spec = ProtocolSpec(num_workers=2)
+    co = Coordinator(
+        task,
+        sgd_server(),
+        {"learning_rate": 0.01},
+        spec,
+        devices=[None, None],
+        data=jax.tree.map(np.asarray, data),
+        sampler=sampler(int(data["train_y"].shape[0]), 2, batch=8),
+        data_key=jax.random.key(1),
+        backend=SleepWorkers(params, [np.full(12, 0.3)] * 2, steps_per_call=3),
+    )
+    options = RunOptions(worker_timeout=0.15, faults={(1, 2): "hang"})
+    _, trace, _ = co.run(params, spec.machine(8), options=options)
+    assert trace.num_gradients == 8 and exactly_once(trace)
+    [failure] = trace.meta["failures"]
+    assert (failure["worker"], failure["step"]) == (1, 2) and "no gradient after 0.45 s" in failure["error"]
+
+
 def test_a_hung_worker_times_out_and_is_treated_as_failed(digits_task):
     spec = ProtocolSpec(num_workers=4)
     server, trace, p0 = run(digits_task, spec, 32, faults={(2, 2): "hang"}, worker_timeout=2.0)

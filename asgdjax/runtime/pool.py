@@ -20,6 +20,7 @@ class Dispatched(NamedTuple):
 
     future: cf.Future[float]
     at: float
+    steps: int = 1  # local steps the call computes (a Ray Downpour segment: its worker_timeout scales)
 
 
 class WorkerPool(Protocol):

@@ -17,7 +17,7 @@ executes and records one trace row per local step; they arrive together when the
 changes no server-visible order, so the trace replays exactly. When the protocol ends a segment early
 (the run's or the warm start's last step pushes), the actor rewinds: it recomputes the segment's first
 steps from the copy it started with (the same programs on the same batches, hence the same values).
-A worker timeout then covers a whole call of up to n local steps.
+A call of n local steps gets n times the worker timeout (which is per local step).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class RayWorkers:
             out.set_result(time.perf_counter())
 
         ref.future().add_done_callback(arrived)
-        return Dispatched(out, time.perf_counter())
+        return Dispatched(out, time.perf_counter(), self._segments[w].steps if self.local_updates else 1)
 
     def take(self, w: int, s: int):
         """(loss, gradient); a Downpour step's gradient is None: the actor already applied it locally."""

@@ -105,6 +105,7 @@ class ActiveRun:
         self.pending: list[Pending] = []
         self.in_flight: dict[tuple[int, int], cf.Future] = {}
         self.started_at: dict[tuple[int, int], float] = {}
+        self.deadline: dict[tuple[int, int], float] = {}  # when an in-flight call counts as hung
         self.executed = {(r.worker, r.step) for r in protocol.rows if r.step >= 0}
         self.gradients = len(self.executed)
         self.losses: list = []  # training losses of the gradients executed since on_apply last took them
@@ -150,14 +151,16 @@ class ActiveRun:
             try:
                 if fault == "raise":
                     raise RuntimeError(f"injected failure of worker {w} at step {s}")
-                future, at = self.pool.submit(w, s)
+                future, at, steps = self.pool.submit(w, s)
             except Exception as e:  # noqa: BLE001 (any worker error is a worker failure)
-                future, at = failed_future(e), time.perf_counter()
+                future, at, steps = failed_future(e), time.perf_counter(), 1
             # A hung step never completes: only the timeout ends it.
             self.in_flight[(w, s)] = cf.Future() if fault == "hang" else future
             # From the end of the (asynchronous) dispatch call: its host time is the coordinator's service
             # time, the step time is what the worker then takes (calibration keeps them apart).
             self.started_at[(w, s)] = at
+            # worker_timeout is per local step: a call computing several (a Ray Downpour segment) gets each's.
+            self.deadline[(w, s)] = at + self.options.worker_timeout * steps
 
     def wait(self) -> tuple[float, int, int] | None:
         """Block until a step finishes, fails or times out; the first finished (time, worker, step) or None."""
@@ -165,12 +168,13 @@ class ActiveRun:
         if not any(f.done() for f in self.in_flight.values()):
             wait = None
             if timeout:
-                wait = max(0.0, min(self.started_at[k] for k in self.in_flight) + timeout - time.perf_counter())
+                wait = max(0.0, min(self.deadline[k] for k in self.in_flight) - time.perf_counter())
             cf.wait(list(self.in_flight.values()), timeout=wait, return_when=cf.FIRST_COMPLETED)
         now = time.perf_counter()
         for key in [k for k, f in self.in_flight.items() if not f.done() and timeout]:
-            if now - self.started_at[key] > timeout:
-                self.fail(key, TimeoutError(f"no gradient after {timeout:g} s"), now)
+            if now > self.deadline[key]:
+                limit = self.deadline[key] - self.started_at[key]
+                self.fail(key, TimeoutError(f"no gradient after {limit:g} s"), now)
         failed = [(k, f.exception()) for k, f in self.in_flight.items() if f.done()]
         for key, error in failed:
             if error is not None:
@@ -182,6 +186,7 @@ class ActiveRun:
         t_taken = time.perf_counter()
         del self.in_flight[(w, s)]
         took = t_done - self.started_at.pop((w, s))
+        self.deadline.pop((w, s), None)
         self.stats.steps[w] += 1
         self.stats.busy_seconds[w] += took
         self.stats.step_seconds.append((w, took))
@@ -200,6 +205,7 @@ class ActiveRun:
         del self.in_flight[key]
         self.pool.discard(w, s)
         self.started_at.pop(key, None)
+        self.deadline.pop(key, None)
         self.failures[w] += 1
         limit = self.options.max_failures
         drop = self.failures[w] > limit
