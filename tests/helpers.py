@@ -235,3 +235,21 @@ def popen_cli(script, args, cwd):
     e = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-c", SCRIPTS[script], *args]
     return subprocess.Popen(cmd, cwd=cwd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sleeping_coordinator(digits_task, params, times, **pool_options):
+    """A coordinator (one worker per entry of `times`) over `fakes.SleepWorkers` (steps taking `times[w][s]` seconds, zero gradients)."""
+    from fakes import SleepWorkers
+
+    task, data = digits_task
+    return Coordinator(
+        task,
+        sgd_server(),
+        {"learning_rate": 0.01},
+        ProtocolSpec(num_workers=len(times)),
+        devices=[None] * len(times),
+        data=jax.tree.map(np.asarray, data),
+        sampler=sampler(int(data["train_y"].shape[0]), len(times), batch=8),
+        data_key=jax.random.key(1),
+        backend=SleepWorkers(params, times, **pool_options),
+    )

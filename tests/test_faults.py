@@ -58,23 +58,11 @@ def test_a_failing_worker_restarts_and_the_run_finishes(digits_task, local):
 def test_the_worker_timeout_is_per_local_step_of_a_call(digits_task):
     """A pool call computing n local steps (a Ray Downpour segment) may take n timeouts: 0.3 s calls of
     3 steps under a 0.15 s timeout all finish; a hung one fails after 0.45 s."""
-    from fakes import SleepWorkers
-    from helpers import Coordinator, sampler
+    from helpers import sleeping_coordinator
 
-    task, data = digits_task
-    params = task.init(jax.random.key(0))
+    params = digits_task[0].init(jax.random.key(0))
     spec = ProtocolSpec(num_workers=2)
-    co = Coordinator(
-        task,
-        sgd_server(),
-        {"learning_rate": 0.01},
-        spec,
-        devices=[None, None],
-        data=jax.tree.map(np.asarray, data),
-        sampler=sampler(int(data["train_y"].shape[0]), 2, batch=8),
-        data_key=jax.random.key(1),
-        backend=SleepWorkers(params, [np.full(12, 0.3)] * 2, steps_per_call=3),
-    )
+    co = sleeping_coordinator(digits_task, params, [np.full(12, 0.3)] * 2, steps_per_call=3)
     options = RunOptions(worker_timeout=0.15, faults={(1, 2): "hang"})
     _, trace, _ = co.run(params, spec.machine(8), options=options)
     assert trace.num_gradients == 8 and exactly_once(trace)

@@ -6,14 +6,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from fakes import SleepWorkers
-from helpers import one_line_error, run_cli, sampler, sgd_server
+from helpers import one_line_error, run_cli, sleeping_coordinator
 
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.predict import Calibration, calibrate
-from asgdjax.runtime import Coordinator
 from asgdjax.sim import make_schedule
 
 
@@ -43,17 +41,7 @@ def test_calibration_recovers_known_step_times_within_5_percent(digits_task):
     times = [m * np.exp(0.1 * rng.standard_normal(steps + 8) - 0.005) for m in means]
     params = task.init(jax.random.key(0))
     spec = ProtocolSpec(num_workers=2)
-    co = Coordinator(
-        task,
-        sgd_server(),
-        {"learning_rate": 0.01},
-        spec,
-        devices=[None, None],
-        data=jax.tree.map(np.asarray, data),
-        sampler=sampler(int(data["train_y"].shape[0]), 2, batch=8),
-        data_key=jax.random.key(1),
-        backend=SleepWorkers(params, times),
-    )
+    co = sleeping_coordinator(digits_task, params, times)
     _, trace, stats = co.run(params, spec.machine(75))
     cal = calibrate(stats, 2)
     done = {w: int((trace.worker[trace.step >= 0] == w).sum()) for w in (0, 1)}
