@@ -61,10 +61,9 @@ def test_the_worker_timeout_is_per_local_step_of_a_call(digits_task):
     from helpers import sleeping_coordinator
 
     params = digits_task[0].init(jax.random.key(0))
-    spec = ProtocolSpec(num_workers=2)
     co = sleeping_coordinator(digits_task, params, [np.full(12, 0.3)] * 2, steps_per_call=3)
     options = RunOptions(worker_timeout=0.15, faults={(1, 2): "hang"})
-    _, trace, _ = co.run(params, spec.machine(8), options=options)
+    _, trace, _ = co.run(params, co.spec.machine(8), options=options)
     assert trace.num_gradients == 8 and exactly_once(trace)
     [failure] = trace.meta["failures"]
     assert (failure["worker"], failure["step"]) == (1, 2) and "no gradient after 0.45 s" in failure["error"]

@@ -40,9 +40,8 @@ def test_calibration_recovers_known_step_times_within_5_percent(digits_task):
     means, steps = [0.05, 0.1], 70  # worker 1 is 2x slower; long enough that thread wake-ups do not matter
     times = [m * np.exp(0.1 * rng.standard_normal(steps + 8) - 0.005) for m in means]
     params = task.init(jax.random.key(0))
-    spec = ProtocolSpec(num_workers=2)
     co = sleeping_coordinator(digits_task, params, times)
-    _, trace, stats = co.run(params, spec.machine(75))
+    _, trace, stats = co.run(params, co.spec.machine(75))
     cal = calibrate(stats, 2)
     done = {w: int((trace.worker[trace.step >= 0] == w).sum()) for w in (0, 1)}
     truth = [float(np.mean(times[w][2 : done[w]])) for w in (0, 1)]  # the samples it saw, warm-up skipped

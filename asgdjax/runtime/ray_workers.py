@@ -88,7 +88,7 @@ class GradientWorker:
             self.params = jax.device_put(params)
         if self.params is None:
             raise RuntimeError(f"worker {int(self.worker)} has no parameters (restarted without a fetch)")
-        if clear or self.acc is None:
+        if self.local_updates and (clear or self.acc is None):  # plain A-SGD keeps no accumulator
             self.acc = jax.tree.map(jnp.zeros_like, self.params)
 
     def _gradient(self, params, s: int):
