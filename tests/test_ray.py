@@ -88,7 +88,8 @@ def test_downpour_actors_run_a_segment_of_local_steps_per_call_and_the_trace_rep
         co.shutdown()
     assert trace.num_gradients == 47 and exactly_once(trace)
     assert len(trace.meta["failures"]) == len(faults)
-    segments = -(-47 // min(n_fetch, n_push))
+    steps = trace.step[trace.step >= 0]
+    segments = int(np.sum((steps % n_push == 0) | (steps % n_fetch == 0)))  # steps that begin one
     assert co.workers.calls <= segments + k + len(faults) + 2  # about one call per segment, not per step
     assert co.workers.rewinds >= (1 if warm else 0)
     assert_replays(digits_task, trace, spec, p0, server)
