@@ -36,7 +36,12 @@ flags.DEFINE_float(
     "budget", 0.0, "Clock seconds each candidate may train; 0 = the config's steps with the most workers."
 )
 flags.DEFINE_integer("eta", 3, "Successive halving keeps the best 1/eta at each rung.")
-flags.DEFINE_integer("rungs", 3, "Rungs per bracket (the first trains budget / eta^(rungs-1)).")
+flags.DEFINE_integer(
+    "rungs",
+    0,
+    "Rungs per bracket (the first trains budget / eta^(rungs-1)); 0: floor(log_eta(candidates)) + 1, so the "
+    "last rung trains fewer than eta candidates (the default space's 32 per worker count: 32, 11, 4, 2).",
+)
 flags.DEFINE_integer("seeds", 3, "Seeds each bracket's winner reruns with (the spread of its prediction).")
 flags.DEFINE_integer(
     "evals",
@@ -63,7 +68,7 @@ def main(argv) -> None:
     from asgdjax.plan import Space
 
     start_tool(argv, target=FLAGS.target)
-    for name, low in (("eta", 2), ("rungs", 1), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
+    for name, low in (("eta", 2), ("rungs", 0), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
         if getattr(FLAGS, name) < low:
             fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= {low}")
     if not FLAGS.budget >= 0:

@@ -16,7 +16,7 @@ from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.plan import Candidate, Clocks, FrontRow, Lanes, ProtocolChoice, Score, Space, pareto_front, recommend
 from asgdjax.plan.front import command
-from asgdjax.plan.halving import rung_times, successive_halving
+from asgdjax.plan.halving import default_rungs, rung_times, successive_halving
 from asgdjax.predict import Calibration
 from asgdjax.predict.targets import gradient_times
 
@@ -74,6 +74,18 @@ def test_successive_halving_keeps_the_best_third_and_resumes_each_run():
     assert 7 not in [c for c, _ in rungs[1].scores]
     assert rungs[-1].scores[0][0] == 8 and rungs[-1].scores[0][1].seconds_to_target == 9.0
     assert trained[8] == 9.0 and trained[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("n", "eta", "rungs"), [(1, 3, 1), (2, 3, 1), (3, 3, 2), (18, 3, 3), (27, 3, 4), (32, 3, 4), (32, 4, 3)]
+)
+def test_the_default_rung_count_leaves_fewer_than_eta_candidates_at_the_last_rung(n, eta, rungs):
+    assert default_rungs(n, eta) == rungs
+    alive = [n]
+    for _ in range(rungs - 1):
+        alive.append(math.ceil(alive[-1] / eta))  # successive_halving keeps ceil(n / eta)
+    assert alive[-1] < eta  # the last rung trains fewer than eta candidates ...
+    assert len(alive) == 1 or alive[-2] >= eta  # ... and one rung fewer would train eta or more
 
 
 def test_scores_rank_reached_first_then_accuracy_then_diverged():

@@ -36,6 +36,16 @@ class Rung(NamedTuple):
     scores: list  # [(candidate, Score)] of every candidate that trained to this rung, best first
 
 
+def default_rungs(candidates: int, eta: int) -> int:
+    """floor(log_eta(n)) + 1 rungs for n candidates (Li et al. 2017, Hyperband's most aggressive bracket):
+    the last rung trains fewer than eta candidates, and every rung costs about the same clock time in all
+    (n/eta^r candidates x budget/eta^(R-1-r)), a full run's worth each, so the search costs a few runs."""
+    rungs = 1
+    while eta**rungs <= candidates:
+        rungs += 1
+    return rungs
+
+
 def rung_times(budget: float, eta: int, rungs: int, *, start: float = 0.0) -> list[float]:
     """start + (budget - start) / eta^(rungs-1), ..., start + (budget - start) / eta, budget: the rungs
     divide the time after `start` (a warm start's end, before which candidates do not differ)."""

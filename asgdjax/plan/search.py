@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from asgdjax.plan.front import FrontRow, pareto_front, recommend
-from asgdjax.plan.halving import Rung, Score, rung_times, successive_halving
+from asgdjax.plan.halving import Rung, Score, default_rungs, rung_times, successive_halving
 from asgdjax.plan.lanes import Clocks, Lanes, default_budget
 from asgdjax.plan.space import Candidate, ProtocolChoice, Space
 
@@ -41,12 +41,13 @@ def search(
     target: float,
     budget: float = 0.0,
     eta: int = 3,
-    rungs: int = 3,
+    rungs: int = 0,
     seeds: int = 3,
     evals: int = 20,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Plan:
-    """Successive halving per worker count on simulated training, then the winners over `seeds` seeds."""
+    """Successive halving per worker count on simulated training, then the winners over `seeds` seeds.
+    rungs=0: `default_rungs` of each bracket's candidate count."""
     t0 = time.time()
     plain = ProtocolChoice("async")
     protocol = plain if plain in space.protocols else space.protocols[0]
@@ -59,8 +60,9 @@ def search(
         seconds = min(budget, BEAT_MARGIN * beat)
         progress(f"{k} workers: {len(space.candidates(k))} candidates" + _beating(seconds, beat, budget))
         start = warm_start_end(lanes, space.candidates(k))
-        times = rung_times(seconds, eta, rungs, start=start)
-        if times != rung_times(seconds, eta, rungs):  # the warm start moved them
+        n_rungs = rungs or default_rungs(len(space.candidates(k)), eta)
+        times = rung_times(seconds, eta, n_rungs, start=start)
+        if times != rung_times(seconds, eta, n_rungs):  # the warm start moved them
             progress(f"rungs divide the {seconds - start:.4g} s after the warm start, which ends at {start:.4g} s")
         rung_list = successive_halving(space.candidates(k), capped(lanes), times, eta=eta, progress=progress)
         brackets[k] = rung_list
