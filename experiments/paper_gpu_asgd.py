@@ -5,6 +5,8 @@ hardware profile, where a push and a fetch move the parameters over PCIe and the
   python experiments/paper_gpu_asgd.py --quick              # MNIST small CNN, 2-core CPU: ~10 minutes
   python experiments/paper_gpu_asgd.py                      # CIFAR-10 layers-18pct on the offline 25k set
   python experiments/paper_gpu_asgd.py --setting=imagenet   # one-GPU AlexNet on ILSVRC-2012 (needs the data)
+  python experiments/paper_gpu_asgd.py --config=asgdjax/configs/paine2013.py:imagenet --config.steps=20000
+                                        # any setting with its fields overridden (ml_collections)
   python experiments/paper_gpu_asgd.py --profile=paine2013_10gigabit   # another profile (or a JSON path)
 
 The clock is the profile's (default asgdjax/configs/hardware/paine2013_gigabit.json: 2013 GPU clients
@@ -25,6 +27,7 @@ import os
 
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 from study import ensure_dataset, pyplot, save, savefig
 
 from asgdjax.configs.paine2013 import get_config
@@ -39,7 +42,12 @@ from asgdjax.sweep.grid import apply
 from asgdjax.train.build import schedule_from_config
 
 flags.DEFINE_bool("quick", False, "MNIST small CNN, short runs (same as --setting=mnist).")
-flags.DEFINE_string("setting", "cifar10", "paine2013 config variant: cifar10, mnist or imagenet.")
+flags.DEFINE_enum("setting", "cifar10", ["cifar10", "mnist", "imagenet"], "paine2013 config variant.")
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Instead of --setting: a config file (e.g. asgdjax/configs/paine2013.py:imagenet) and --config.* overrides.",
+)
 flags.DEFINE_string("profile", "paine2013_gigabit", "Hardware profile: a name in asgdjax/configs/hardware or a path.")
 flags.DEFINE_string("clients", "1,2,4,8,16", "Client counts.")
 flags.DEFINE_string("n_sync", "1,10,100,300", "n_fetch = n_push values.")
@@ -61,8 +69,7 @@ PAPER = "up to 3.2x faster ImageNet training with 8 GPU clients (n_sync chosen t
 
 def main(argv):
     del argv
-    setting = "mnist" if FLAGS.quick else FLAGS.setting
-    base = get_config(setting)
+    setting, base = study_config()
     ensure_dataset(base.dataset)
     profile = Calibration.load(profile_path(FLAGS.profile))
     out = os.path.join(FLAGS.outdir, f"{setting}_{os.path.splitext(os.path.basename(profile_path(FLAGS.profile)))[0]}")
@@ -110,6 +117,17 @@ def main(argv):
         },
     )
     plot(runs, target, out, setting)
+
+
+def study_config():
+    """(name, config): --config's file and overrides when given (named after its variant, e.g. imagenet),
+    else the paine2013 variant --setting (or --quick) names."""
+    if FLAGS["config"].present:
+        path = FLAGS["config"].config_filename
+        name = path.split(":", 1)[1] if ":" in path else os.path.splitext(os.path.basename(path))[0]
+        return name, FLAGS.config
+    setting = "mnist" if FLAGS.quick else FLAGS.setting
+    return setting, get_config(setting)
 
 
 def steps_within(config, seconds: float) -> int:

@@ -89,13 +89,17 @@ def pyplot():
 
 
 def ensure_dataset(name: str) -> None:
-    """Prepare `name` from ../shared/data when it is not prepared yet (mnist, cifar10)."""
+    """Prepare `name` from ../shared/data when it is not prepared yet (mnist, cifar10); any other dataset
+    must be prepared already (ILSVRC-2012 from its archives), else the study stops saying how."""
     from asgdjax.data import get_spec, is_prepared, prepare
 
-    if get_spec(name).embedded or is_prepared(name):
+    spec = get_spec(name)
+    if spec.embedded or is_prepared(name):
         return
-    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-    npz = os.path.join(shared, {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}[name])
+    files = {"mnist": "mnist.npz", "cifar10": "cifar10_jpeg_q75.npz"}
+    if name not in files:
+        raise SystemExit(f"{name} is not prepared; prepare it first: {spec.prepare_hint}")
+    npz = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", files[name])
     if not os.path.exists(npz):
         raise SystemExit(f"{name} is not prepared and {npz} is absent: asgdjax-prepare --dataset={name} --npz=...")
     prepare(name, None, npz)

@@ -48,6 +48,31 @@ def test_an_async_imagenet_run_replays_exactly(prepared):
     assert_trees_close(real, replayed, atol=1e-5)
 
 
+def test_the_paper_study_runs_on_the_miniature(prepared):
+    """experiments/paper_gpu_asgd.py in the paper's own setting (one-GPU AlexNet on ILSVRC-2012, the 2013
+    hardware profile), shortened through --config overrides: one client against two with n_sync 1 and 2,
+    equal virtual time, JSON with the command and profile, and the plot."""
+    import os
+    import subprocess
+    import sys
+
+    root, env = prepared
+    script = os.path.join(_repo(), "experiments", "paper_gpu_asgd.py")
+    args = [f"--config={_repo()}/asgdjax/configs/paine2013.py:imagenet", "--config.steps=6"]
+    args += ["--config.warm_start_steps=2", "--config.eval_every=3", *SMALL[:-1]]
+    args += ["--clients=1,2", "--n_sync=1,2", "--cold=1", f"--outdir={root / 'study'}"]
+    e = {**os.environ, "JAX_PLATFORMS": "cpu", **env}
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=root, env=e, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = root / "study" / "imagenet_paine2013_gigabit"
+    result = json.loads((folder / "results.json").read_text())
+    assert result["setting"].startswith("imagenet: imagenet2012, alexnet, batch 4, 6 gradients")
+    assert result["profile"]["delay"]["payload_bytes"] == 244_403_360
+    assert [(r["workers"], r["n_sync"]) for r in result["runs"]] == [(1, 1), (2, 1), (2, 2)]
+    assert result["runs"][0]["gradients"] == 6 and all(r["curve"] for r in result["runs"])
+    assert (folder / "paper_gpu_asgd.png").stat().st_size > 0
+
+
 def _repo():
     import os
 
