@@ -115,7 +115,11 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(str(e))
+        text = str(e)
+        if "Error whilst parsing config file" in text:  # ml_collections wraps get_config's error with its traceback
+            raised = [line.strip() for line in text.splitlines() if line.strip()][-1]
+            fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({raised})")
+        fail(text)
     except Exception as e:  # noqa: BLE001 (a config file that raises while it is loaded)
         fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({type(e).__name__}: {e})")
 
