@@ -180,7 +180,7 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
     syncs = sorted({r["n_sync"] for r in runs})
     shown = [r for r in runs if r["warm"] or r["workers"] == 1]
     for i, n in enumerate(syncs):
-        pts = sorted((r["workers"], r) for r in shown if r["n_sync"] == n or r["workers"] == 1)
+        pts = sorted(((r["workers"], r) for r in shown if r["n_sync"] == n or r["workers"] == 1), key=lambda wr: wr[0])
         ws = [w for w, _ in pts]
         a.plot(ws, [r["speedup"] or 0.0 for _, r in pts], "-", color=f"C{i}", label=f"n_sync {n} (warm)")
         for w, r in pts:
