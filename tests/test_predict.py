@@ -35,11 +35,10 @@ def test_a_busy_server_caps_throughput_in_the_virtual_clock():
 
 
 def test_calibration_recovers_known_step_times_within_5_percent(digits_task):
-    task, data = digits_task
     rng = np.random.default_rng(0)
     means, steps = [0.05, 0.1], 70  # worker 1 is 2x slower; long enough that thread wake-ups do not matter
     times = [m * np.exp(0.1 * rng.standard_normal(steps + 8) - 0.005) for m in means]
-    params = task.init(jax.random.key(0))
+    params = digits_task[0].init(jax.random.key(0))
     co = sleeping_coordinator(digits_task, params, times)
     _, trace, stats = co.run(params, co.spec.machine(75))
     cal = calibrate(stats, 2)
