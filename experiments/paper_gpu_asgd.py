@@ -17,12 +17,15 @@ Every run gets the one client's virtual seconds (`--budget=equal_time`, the defa
 how soon on the cluster's clock), so more clients compute more gradients in the same time; `--budget=
 equal_gradients` gives every run the config's steps instead (how far per gradient). Outputs (JSON with the
 command and the profile, PNG): speedup to a target error against clients per n_sync, next to the paper's
-up-to-3.2x with 8 clients; test error against virtual seconds.
+up-to-3.2x with 8 clients; test error against virtual seconds. A run already in the outdir's results.json
+(same setting, profile and budget) is read from it, not retrained: `--clients=1,2,4,8` extends a committed
+study of 1, 2 and 4 clients by the 8-client runs alone (results.json lists the earlier commands).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 import numpy as np
@@ -92,8 +95,15 @@ def main(argv):
         for p in points[1:]:
             p.overrides["steps"] = steps_within(apply(clocked, p), seconds)
         print(f"equal time: {seconds:.4g} virtual s each ({base.steps} gradients of one client)", flush=True)
-    rows = run_grid(clocked, points, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
-    runs = [curve(r) for r in rows]
+    described = describe(setting, base)
+    delay = profile.to_json()["delay"]
+    earlier = committed(f"{out}/results.json", described, delay)
+    todo = [p for p in points if p.name not in earlier["runs"]]
+    if len(todo) < len(points):
+        print(f"{len(points) - len(todo)} run(s) read from {out}/results.json, {len(todo)} to train", flush=True)
+    rows = run_grid(clocked, todo, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
+    trained = {r.point.name: curve(r) for r in rows}
+    runs = [earlier["runs"].get(p.name) or trained[p.name] for p in points]
     one = runs[0]
     target = error_at(one, FLAGS.late)
     for r in runs:
@@ -106,9 +116,9 @@ def main(argv):
         {
             "paper": "Paine, Jin, Yang, Lin, Huang 2013, GPU Asynchronous Stochastic Gradient Descent to Speed Up "
             f"Neural Network Training: {PAPER}",
-            "setting": f"{setting}: {base.dataset}, {base.model}, batch {base.batch_size}, {base.steps} gradients, "
-            f"{base.optimizer} lr {base.learning_rate} momentum {base.momentum}, rule {base.rule}",
-            "profile": {"name": profile.measured.get("name"), "delay": profile.to_json()["delay"]},
+            "setting": described,
+            "profile": {"name": profile.measured.get("name"), "delay": delay},
+            "earlier_commands": earlier["commands"] if len(todo) < len(points) else [],
             "target_error": target,
             "target_rule": f"the test error one client reaches at {FLAGS.late:.0%} of its run",
             "budget": FLAGS.budget,
@@ -128,6 +138,31 @@ def study_config():
         return name, FLAGS.config
     setting = "mnist" if FLAGS.quick else FLAGS.setting
     return setting, get_config(setting)
+
+
+def describe(setting: str, base) -> str:
+    return (
+        f"{setting}: {base.dataset}, {base.model}, batch {base.batch_size}, {base.steps} gradients, "
+        f"{base.optimizer} lr {base.learning_rate} momentum {base.momentum}, rule {base.rule}"
+    )
+
+
+def committed(path: str, setting: str, delay: dict) -> dict:
+    """The runs of an earlier results.json at `path` for the same setting, profile and budget, by point name
+    (a point's name holds its overrides, steps included), and the commands that trained them: so a committed
+    study extends to more clients without its run folders (which are not committed) and without retraining.
+    Anything that differs, or no file: nothing reused."""
+    none: dict = {"runs": {}, "commands": []}
+    if not os.path.exists(path):
+        return none
+    with open(path) as f:
+        old = json.load(f)
+    then = (old.get("setting"), old.get("profile", {}).get("delay"), old.get("budget"))
+    if then != (setting, delay, FLAGS.budget):
+        print(f"{path} is for another setting, profile or budget: every run trains again", flush=True)
+        return none
+    commands = [*old.get("earlier_commands", []), old["command"]]
+    return {"runs": {r["name"]: r for r in old["runs"]}, "commands": commands}
 
 
 def steps_within(config, seconds: float) -> int:

@@ -71,6 +71,18 @@ def test_the_paper_study_runs_on_the_miniature(prepared):
     assert [(r["workers"], r["n_sync"]) for r in result["runs"]] == [(1, 1), (2, 1), (2, 2)]
     assert result["runs"][0]["gradients"] == 6 and all(r["curve"] for r in result["runs"])
     assert (folder / "paper_gpu_asgd.png").stat().st_size > 0
+    # Extending the committed study (its run folders are not committed): only the new point trains.
+    import shutil
+
+    shutil.rmtree(folder / "runs")
+    wider = [a if a != "--n_sync=1,2" else "--n_sync=1,2,3" for a in args]
+    out = subprocess.run([sys.executable, script, *wider], capture_output=True, text=True, cwd=root, env=e, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "3 run(s) read from" in out.stdout and "1 to train" in out.stdout, out.stdout
+    extended = json.loads((folder / "results.json").read_text())
+    assert extended["runs"][:3] == result["runs"] and extended["runs"][3]["n_sync"] == 3
+    assert extended["earlier_commands"] == [result["command"]]
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == [extended["runs"][3]["name"]]
 
 
 def _repo():
