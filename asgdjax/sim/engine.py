@@ -365,7 +365,12 @@ def _index(tree, i):
 
 
 def _put(tree, i, value, on):
-    """tree[i] = value where `on`, else unchanged (stacked leaves)."""
+    """tree[i] = value where `on`, else unchanged (stacked leaves). XLA:CPU: a conditional around the write
+    (in place; the select read and rewrote the slice every event: 15-25% of an MNIST MLP event, K = 8).
+    Accelerators: the select (their conditional would read its predicate back to the host)."""
+    write = lambda: jax.tree.map(lambda x, v: x.at[i].set(v), tree, value)
+    if jax.default_backend() == "cpu":
+        return jax.lax.cond(on, write, lambda: tree)
     return jax.tree.map(lambda x, v: x.at[i].set(jnp.where(on, v, x[i])), tree, value)
 
 
