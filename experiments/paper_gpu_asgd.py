@@ -29,13 +29,14 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
-from study import ensure_dataset, pyplot, save, savefig
+from study import ensure_dataset, pyplot, run_script, save, savefig
 
 from asgdjax.configs.paine2013 import get_config
 from asgdjax.core.trace import Trace
 from asgdjax.delays import COMM_KEYS
+from asgdjax.errors import ConfigError
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.predict import sim_config
 from asgdjax.predict.profiles import profile_path
@@ -66,6 +67,17 @@ flags.DEFINE_enum(
     "steps (how far per gradient).",
 )
 FLAGS = flags.FLAGS
+
+
+def _positive_ints(text: str) -> bool:
+    parts = text.split(",")
+    return all(p.strip().isdigit() and int(p) > 0 for p in parts if p.strip()) and any(p.strip() for p in parts)
+
+
+flags.register_validator("clients", _positive_ints, "give comma-separated client counts >= 1, e.g. 1,2,4,8")
+flags.register_validator("n_sync", _positive_ints, "give comma-separated n_sync values >= 1, e.g. 1,10,100")
+flags.register_validator("cold", lambda t: not t or _positive_ints(t), "give comma-separated client counts, or nothing")
+flags.register_validator("late", lambda x: 0 < x <= 1, "give a fraction of the one client's run in (0, 1]")
 MAX_STEPS_FACTOR = 16  # an equal-time run computes at most this many times the config's gradients
 PAPER = "up to 3.2x faster ImageNet training with 8 GPU clients (n_sync chosen to amortise communication)"
 
@@ -155,8 +167,14 @@ def committed(path: str, setting: str, delay: dict) -> dict:
     none: dict = {"runs": {}, "commands": []}
     if not os.path.exists(path):
         return none
-    with open(path) as f:
-        old = json.load(f)
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        old["command"], old["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{path} cannot be read as a study's results ({e!r}); move it away to train every run"
+        ) from None
     then = (old.get("setting"), old.get("profile", {}).get("delay"), old.get("budget"))
     if then != (setting, delay, FLAGS.budget):
         print(f"{path} is for another setting, profile or budget: every run trains again", flush=True)
@@ -250,4 +268,4 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

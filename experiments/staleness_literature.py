@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import os
 
-from absl import app, flags
-from study import configure, ensure_dataset, first_reaching, pyplot, run, save, savefig
+from absl import flags
+from study import configure, ensure_dataset, first_reaching, pyplot, run, run_script, save, savefig
 
 from asgdjax.configs import dai2019, zhang2016, zheng2017
 
@@ -213,4 +213,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

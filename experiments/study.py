@@ -55,6 +55,23 @@ def run(config, workdir: str) -> dict:
     return {"summary": summary, "curve": accuracy_curve(workdir), "diverged": False}
 
 
+def run_script(main) -> None:
+    """absl's app.run, with asgdjax's input errors (a bad --profile, config value, calibration) as one line
+    on stderr and exit status 2 instead of a traceback."""
+    from absl import app
+
+    from asgdjax.errors import ConfigError
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except ConfigError as e:
+            print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(guarded)
+
+
 def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
     """Gradients at the first evaluation with test accuracy >= target (None: never)."""
     return next((g for g, acc in curve if acc >= target), None)

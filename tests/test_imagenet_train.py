@@ -83,6 +83,11 @@ def test_the_paper_study_runs_on_the_miniature(prepared):
     assert extended["runs"][:3] == result["runs"] and extended["runs"][3]["n_sync"] == 3
     assert extended["earlier_commands"] == [result["command"]]
     assert sorted(p.name for p in (folder / "runs").iterdir()) == [extended["runs"][3]["name"]]
+    # A damaged results.json is refused in one line and left as it is (nothing overwritten).
+    (folder / "results.json").write_text("{truncated")
+    out = subprocess.run([sys.executable, script, *wider], capture_output=True, text=True, cwd=root, env=e, timeout=900)
+    assert out.returncode == 2 and "cannot be read as a study's results" in out.stderr, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and (folder / "results.json").read_text() == "{truncated"
 
 
 def _repo():
