@@ -170,8 +170,9 @@ def committed(path: str, setting: str, delay: dict) -> dict:
     try:
         with open(path) as f:
             old = json.load(f)
-        old["command"], old["runs"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not (isinstance(old, dict) and isinstance(old.get("runs"), list) and "command" in old):
+            raise ValueError("no 'command' and 'runs'")
+    except (OSError, ValueError) as e:
         raise ConfigError(
             f"{path} cannot be read as a study's results ({e!r}); move it away to train every run"
         ) from None

@@ -42,6 +42,7 @@ from ml_collections import config_flags  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.plan import Candidate, Clocks, Lanes, ProtocolChoice  # noqa: E402
 from asgdjax.predict import Calibration  # noqa: E402
+from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
 from asgdjax.predict.predict import sim_config  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve, gradient_times  # noqa: E402
 from asgdjax.sweep.grid import Point, apply  # noqa: E402
@@ -129,7 +130,15 @@ def measured(config, cand: Candidate, seed: int, steps: int, out: str) -> dict:
     c.mode, c.trace, c.eval_every = "sim", real["trace"], FLAGS.eval_every
     train(c, os.path.join(out, "replay"), show_progress=False)
     trace = Trace.load(real["trace"])
-    return {**time_to_target(accuracy_curve(os.path.join(out, "replay")), trace, FLAGS.target), "steps": steps}
+    reached = time_to_target(accuracy_curve(os.path.join(out, "replay")), trace, FLAGS.target)
+    return {**reached, "steps": steps, "clock": clock_terms(calibrate_workdir(real_dir))}
+
+
+def clock_terms(cal: Calibration) -> dict:
+    """The clock's terms (seconds): a step, the coordinator's notice and service, and the lone worker's factor;
+    the real run's own fit beside the calibration the plan used shows which term moved between them."""
+    d = cal.delay
+    return {"step": d.mean, "latency": d.latency, "service": d.service, "solo": d.solo}
 
 
 def one_sim_run_seconds(config, cand: Candidate, cal: Calibration, steps: int, out: str) -> float:
@@ -176,7 +185,13 @@ def compare(config, plan: dict, row: dict, out: str) -> dict:
         "planned": (cand, Lanes(config, clocks, budget=budget, target=FLAGS.target)),
         "default": (default, Lanes(config, clocks, budget=budget, target=FLAGS.target, steps=config.steps)),
     }
-    result: dict = {"workers": k, **{name: {"candidate": c.name, "seeds": []} for name, (c, _) in runs.items()}}
+    result: dict = {
+        "workers": k,
+        **{
+            name: {"candidate": c.name, "calibration": clock_terms(clock(out, k, c.protocol)), "seeds": []}
+            for name, (c, _) in runs.items()
+        },
+    }
     for s in range(FLAGS.seeds):  # interleaved, so a drift in the host's speed touches both alike
         for name, (c, lanes) in runs.items():
             pr = predicted(lanes, c, s)

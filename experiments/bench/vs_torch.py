@@ -4,9 +4,10 @@ schedule keeping one model copy per worker (a deque of copies), on CPU, same mod
   pip install torch==2.13.0   # CPU build; not a dependency of asgdjax
   python experiments/bench/vs_torch.py [--quick] [--models=small_cnn,mlp]
 
-All PyTorch replays run first (see main). Per event the PyTorch loop computes worker w's gradient on its copy, steps the server model with
+Per event the PyTorch loop computes worker w's gradient on its copy, steps the server model with
 torch.optim.SGD and refreshes worker w's copy from the server (n_fetch = n_push = 1). ratio = asgdjax
-updates/s / PyTorch updates/s, both measured in this process on the same trace.
+updates/s / PyTorch updates/s, both measured in this process on the same trace, every PyTorch replay first
+(XLA:CPU's threads compete for the cores for a while after it has worked).
 """
 
 from __future__ import annotations
