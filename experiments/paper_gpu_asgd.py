@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 
 import numpy as np
 from absl import flags
@@ -115,6 +116,7 @@ def main(argv):
         print(f"{len(points) - len(todo)} run(s) read from {out}/results.json, {len(todo)} to train", flush=True)
     rows = run_grid(clocked, todo, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
     trained = {r.point.name: curve(r) for r in rows}
+    history = [c for c in earlier["commands"] if c != this_command()] if len(todo) < len(points) else []
     runs = [earlier["runs"].get(p.name) or trained[p.name] for p in points]
     one = runs[0]
     target = error_at(one, FLAGS.late)
@@ -130,7 +132,7 @@ def main(argv):
             f"Neural Network Training: {PAPER}",
             "setting": described,
             "profile": {"name": profile.measured.get("name"), "delay": delay},
-            "earlier_commands": earlier["commands"] if len(todo) < len(points) else [],
+            "earlier_commands": history,
             "target_error": target,
             "target_rule": f"the test error one client reaches at {FLAGS.late:.0%} of its run",
             "budget": FLAGS.budget,
@@ -182,6 +184,11 @@ def committed(path: str, setting: str, delay: dict) -> dict:
         return none
     commands = [*old.get("earlier_commands", []), old["command"]]
     return {"runs": {r["name"]: r for r in old["runs"]}, "commands": commands}
+
+
+def this_command() -> str:
+    """The command line as study.save records it (a rerun of it is not an earlier command)."""
+    return "python " + " ".join(sys.argv)
 
 
 def steps_within(config, seconds: float) -> int:
