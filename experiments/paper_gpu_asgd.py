@@ -27,12 +27,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
-from study import ensure_dataset, pyplot, run_script, save, savefig
+from study import command, ensure_dataset, pyplot, run_script, save, savefig
 
 from asgdjax.configs.paine2013 import get_config
 from asgdjax.core.trace import Trace
@@ -116,7 +115,7 @@ def main(argv):
         print(f"{len(points) - len(todo)} run(s) read from {out}/results.json, {len(todo)} to train", flush=True)
     rows = run_grid(clocked, todo, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
     trained = {r.point.name: curve(r) for r in rows}
-    history = [c for c in earlier["commands"] if c != this_command()] if len(todo) < len(points) else []
+    history = [c for c in earlier["commands"] if c != command()] if len(todo) < len(points) else []
     runs = [earlier["runs"].get(p.name) or trained[p.name] for p in points]
     one = runs[0]
     target = error_at(one, FLAGS.late)
@@ -184,11 +183,6 @@ def committed(path: str, setting: str, delay: dict) -> dict:
         return none
     commands = [*old.get("earlier_commands", []), old["command"]]
     return {"runs": {r["name"]: r for r in old["runs"]}, "commands": commands}
-
-
-def this_command() -> str:
-    """The command line as study.save records it (a rerun of it is not an earlier command)."""
-    return "python " + " ".join(sys.argv)
 
 
 def steps_within(config, seconds: float) -> int:

@@ -60,14 +60,15 @@ def run_script(main) -> None:
     on stderr and exit status 2 instead of a traceback."""
     from absl import app
 
+    from asgdjax.cli import PROGRAM, fail
     from asgdjax.errors import ConfigError
 
     def guarded(argv):
         try:
             return main(argv)
         except ConfigError as e:
-            print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            PROGRAM[0] = os.path.basename(sys.argv[0])
+            fail(str(e))
 
     app.run(guarded)
 
@@ -88,11 +89,16 @@ def machine() -> dict:
     }
 
 
+def command() -> str:
+    """The command line that is running, as a results file records it."""
+    return "python " + " ".join(sys.argv)
+
+
 def save(path: str, result: dict) -> None:
     """Write `result` with the command that made it and the machine."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"command": "python " + " ".join(sys.argv), "machine": machine(), **result}, f, indent=2)
+        json.dump({"command": command(), "machine": machine(), **result}, f, indent=2)
         f.write("\n")
 
 

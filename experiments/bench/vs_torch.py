@@ -13,6 +13,7 @@ updates/s / PyTorch updates/s, both measured in this process on the same trace, 
 from __future__ import annotations
 
 import copy
+import functools
 import time
 
 import jax
@@ -81,8 +82,9 @@ def torch_simulation(name, trace, streams, images, labels) -> float:
     return time.perf_counter() - t
 
 
+@functools.cache
 def setup(name: str, steps: int):
-    """(task, device data, dataset, data source, spec, trace, sampler): the same for both simulations."""
+    """(task, device data, dataset, data source, spec, trace, sampler): the same for both simulations (built once)."""
     task, data, ds, source = bench_task("mnist", name)
     spec, trace = schedule(2, FLAGS.workers, steps)
     return task, data, ds, source, spec, trace, ShardSampler(ds.num_train, FLAGS.batch, 0, FLAGS.workers)
