@@ -19,7 +19,9 @@ equal_gradients` gives every run the config's steps instead (how far per gradien
 command and the profile, PNG): speedup to a target error against clients per n_sync, next to the paper's
 up-to-3.2x with 8 clients; test error against virtual seconds. A run already in the outdir's results.json
 (same setting, profile and budget) is read from it, not retrained: `--clients=1,2,4,8` extends a committed
-study of 1, 2 and 4 clients by the 8-client runs alone (results.json lists the earlier commands).
+study of 1, 2 and 4 clients by the 8-client runs alone (results.json lists the earlier commands), and the
+file keeps the earlier runs a later command's grid leaves out, so `--clients=1,2 --n_sync=300` adds one
+point to a committed study without retraining or dropping the rest.
 """
 
 from __future__ import annotations
@@ -115,8 +117,14 @@ def main(argv):
         print(f"{len(points) - len(todo)} run(s) read from {out}/results.json, {len(todo)} to train", flush=True)
     rows = run_grid(clocked, todo, os.path.join(out, "runs"), progress=lambda s: print(s, flush=True))
     trained = {r.point.name: curve(r) for r in rows}
-    history = [c for c in earlier["commands"] if c != command()] if len(todo) < len(points) else []
     runs = [earlier["runs"].get(p.name) or trained[p.name] for p in points]
+    names = {p.name for p in points}
+    kept = [r for name, r in earlier["runs"].items() if name not in names]
+    if kept:  # a results.json accumulates: a later command may train a corner of the grid alone
+        print(f"{len(kept)} earlier run(s) outside this command's grid kept in {out}/results.json", flush=True)
+    runs = sorted(runs + kept, key=lambda r: (r["workers"] > 1, r["workers"], r["n_sync"], not r["warm"]))
+    reused = len(todo) < len(points) or kept
+    history = [c for c in earlier["commands"] if c != command()] if reused else []
     one = runs[0]
     target = error_at(one, FLAGS.late)
     for r in runs:

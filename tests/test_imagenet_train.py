@@ -83,6 +83,14 @@ def test_the_paper_study_runs_on_the_miniature(prepared):
     assert extended["runs"][:3] == result["runs"] and extended["runs"][3]["n_sync"] == 3
     assert extended["earlier_commands"] == [result["command"]]
     assert sorted(p.name for p in (folder / "runs").iterdir()) == [extended["runs"][3]["name"]]
+    # A command covering a corner of the study trains nothing new and keeps the rest of the file.
+    corner = [a if a != "--n_sync=1,2" else "--n_sync=3" for a in args]
+    out = subprocess.run(
+        [sys.executable, script, *corner], capture_output=True, text=True, cwd=root, env=e, timeout=900
+    )
+    assert out.returncode == 0 and "2 earlier run(s) outside this command's grid kept" in out.stdout, out.stdout
+    kept = json.loads((folder / "results.json").read_text())
+    assert kept["runs"] == extended["runs"] and kept["earlier_commands"] == [result["command"], extended["command"]]
     # A damaged results.json is refused in one line and left as it is (nothing overwritten).
     (folder / "results.json").write_text("{truncated")
     out = subprocess.run([sys.executable, script, *wider], capture_output=True, text=True, cwd=root, env=e, timeout=900)
