@@ -34,16 +34,11 @@ FLAGS = flags.FLAGS
 def main(argv) -> None:
     from asgdjax.cli import fail, start_tool
     from asgdjax.errors import ConfigError
+    from asgdjax.flag_lists import positive_ints
 
     start_tool(argv, target=FLAGS.target)
     try:
-        counts = [int(x) for x in FLAGS.workers.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
-    if not counts or min(counts) < 1:
-        fail(f"--workers={FLAGS.workers!r} is not allowed; use comma-separated positive integers")
-    try:
-        run(FLAGS.config, counts)
+        run(FLAGS.config, positive_ints("workers", FLAGS.workers))
     except ConfigError as e:
         fail(str(e))
 

@@ -39,6 +39,7 @@ from asgdjax.configs.paine2013 import get_config
 from asgdjax.core.trace import Trace
 from asgdjax.delays import COMM_KEYS
 from asgdjax.errors import ConfigError
+from asgdjax.flag_lists import positive_ints
 from asgdjax.predict.calibration import Calibration
 from asgdjax.predict.predict import sim_config
 from asgdjax.predict.profiles import profile_path
@@ -72,8 +73,10 @@ FLAGS = flags.FLAGS
 
 
 def _positive_ints(text: str) -> bool:
-    parts = text.split(",")
-    return all(p.strip().isdigit() and int(p) > 0 for p in parts if p.strip()) and any(p.strip() for p in parts)
+    try:
+        return bool(positive_ints("values", text))
+    except ConfigError:
+        return False
 
 
 flags.register_validator("clients", _positive_ints, "give comma-separated client counts >= 1, e.g. 1,2,4,8")

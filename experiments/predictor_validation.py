@@ -23,10 +23,12 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from study import run_script  # noqa: E402
 
 from asgdjax.core.trace import Trace  # noqa: E402
+from asgdjax.flag_lists import positive_ints  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
 from asgdjax.predict.predict import predict  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve, gradient_times, steady_rate  # noqa: E402
@@ -70,7 +72,7 @@ def main(argv):
     config = FLAGS.config
     if FLAGS.quick:
         config.model, config.momentum, config.rule = "small_cnn", 0.5, "staleness_lr"
-    counts = [int(x) for x in FLAGS.workers.split(",")]
+    counts = positive_ints("workers", FLAGS.workers)
     out = os.path.join(FLAGS.outdir, FLAGS.tag)
     os.makedirs(out, exist_ok=True)
     rows = []
@@ -177,4 +179,4 @@ def plot(rows, target, path):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -86,7 +86,7 @@ def test_prediction_is_deterministic_for_a_calibration_and_seed(tmp_path):
 @pytest.mark.parametrize(
     "flag,message",
     [
-        ("--workers=0,2", "--workers='0,2' is not allowed"),
+        ("--workers=0,2", "--workers entry '0' is not allowed; use comma-separated integers >= 1"),
         ("--target=1.5", "--target=1.5 is not allowed"),
         ("--calibration=/nonexistent.json", "calibration '/nonexistent.json' cannot be read"),
     ],

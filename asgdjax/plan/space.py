@@ -7,6 +7,7 @@ import itertools
 from typing import Any, NamedTuple
 
 from asgdjax.errors import ConfigError
+from asgdjax.flag_lists import items, numbers, positive_ints
 from asgdjax.rules import RULES
 
 PROTOCOL_KINDS = ("async", "downpour", "ssp", "softsync")
@@ -97,32 +98,14 @@ class Space(NamedTuple):
     @classmethod
     def parse(cls, *, workers: str, protocols: str, rules: str, learning_rates: str, momenta: str) -> Space:
         """Parse the comma-separated flag values; the first bad one is a ConfigError naming it."""
-        ks = tuple(_numbers("workers", workers, int, "integers >= 1", lambda x: x >= 1))
-        ps = tuple(dict.fromkeys(ProtocolChoice.parse(t) for t in _items("protocols", protocols)))
-        rs = tuple(_items("rules", rules))
+        ks = tuple(positive_ints("workers", workers))
+        ps = tuple(dict.fromkeys(ProtocolChoice.parse(t) for t in items("protocols", protocols)))
+        rs = tuple(items("rules", rules))
         for r in rs:
             if r not in RULES:
                 raise ConfigError(f"--rules entry {r!r} is not allowed; use {', '.join(RULES)}")
-        lrs = tuple(_numbers("learning_rates", learning_rates, float, "numbers > 0", lambda x: 0 < x < float("inf")))
-        ms = tuple(_numbers("momenta", momenta, float, "numbers in [0, 1)", lambda x: 0 <= x < 1))
+        lrs = tuple(
+            numbers("learning_rates", learning_rates, float, allowed="numbers > 0", ok=lambda x: 0 < x < float("inf"))
+        )
+        ms = tuple(numbers("momenta", momenta, float, allowed="numbers in [0, 1)", ok=lambda x: 0 <= x < 1))
         return cls(tuple(sorted(set(ks))), ps, rs, lrs, ms)
-
-
-def _items(flag: str, text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"--{flag}={text!r} is not allowed; give at least one comma-separated value")
-    return list(dict.fromkeys(items))
-
-
-def _numbers(flag: str, text: str, kind: type, allowed: str, ok) -> list:
-    out = []
-    for t in _items(flag, text):
-        try:
-            x = kind(t)
-        except ValueError:
-            x = None
-        if x is None or not ok(x):
-            raise ConfigError(f"--{flag} entry {t!r} is not allowed; use comma-separated {allowed}")
-        out.append(x)
-    return out

@@ -1,0 +1,38 @@
+"""Comma-separated flag values (`--workers=1,2,4,8`, `--learning_rates=0.05,0.1`), parsed one way for every
+tool: the first bad entry is a ConfigError naming the flag, the entry and what is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from asgdjax.errors import ConfigError
+
+T = TypeVar("T", int, float)
+
+
+def items(flag: str, text: str) -> list[str]:
+    """The stripped, non-empty entries of `text` in order, each once; at least one."""
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    if not out:
+        raise ConfigError(f"--{flag}={text!r} is not allowed; give at least one comma-separated value")
+    return list(dict.fromkeys(out))
+
+
+def numbers(flag: str, text: str, kind: Callable[[str], T], *, allowed: str, ok: Callable[[T], bool]) -> list[T]:
+    """The entries of `text` as `kind` (int or float), each passing `ok`; `allowed` says which pass."""
+    out = []
+    for t in items(flag, text):
+        try:
+            x = kind(t)
+        except ValueError:
+            raise ConfigError(f"--{flag} entry {t!r} is not allowed; use comma-separated {allowed}") from None
+        if not ok(x):
+            raise ConfigError(f"--{flag} entry {t!r} is not allowed; use comma-separated {allowed}")
+        out.append(x)
+    return out
+
+
+def positive_ints(flag: str, text: str) -> list[int]:
+    """Counts (workers, clients, n_sync): integers >= 1."""
+    return numbers(flag, text, int, allowed="integers >= 1", ok=lambda x: x >= 1)
