@@ -6,7 +6,9 @@
 Every combination of the --sweep.KEY=v1,v2,... values runs into WORKDIR/KEY=v,.../ (rerunning the command
 skips finished points); mode=sim points that differ only in learning rate, momentum, seed, delays, warm
 start or staleness bound run as one simulated sweep (vmapped on a GPU). Writes WORKDIR/sweep.json,
-sweep.csv and sweep.png (a heatmap for two keys, a line for one).
+sweep.csv and sweep.png (a heatmap for two keys, a line for one). A point that diverges (training loss NaN
+or above max_train_loss) is a row of the table, with the step where it did (`diverged_at`) and no final
+accuracy, and the sweep goes on; rerunning reads it back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SWEEPS: list[tuple[str, str]] = []
 
 
 def main(argv) -> None:
-    from asgdjax.errors import ConfigError, Diverged
+    from asgdjax.errors import ConfigError
 
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]!r}; pass settings as --config.KEY=VALUE and --sweep.KEY=v1,v2")
@@ -43,9 +45,6 @@ def main(argv) -> None:
         rows = run_grid(config, points, workdir, strategy=flags.FLAGS.strategy, progress=say)
     except ConfigError as e:
         fail(str(e))
-    except Diverged as e:
-        print(f"asgdjax-sweep: stopped: {e}", file=sys.stderr)
-        sys.exit(3)
     command = "asgdjax-sweep " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] + [f"--sweep.{k}={v}" for k, v in SWEEPS]
     )
@@ -57,6 +56,7 @@ def main(argv) -> None:
 def print_table(table: list[dict]) -> None:
     keys = [k for k in table[0] if k not in report.COLUMNS and k != "workdir"]
     cols = keys + ["final_test_accuracy", "staleness_mean", "virtual_seconds"]
+    cols += ["diverged_at"] if any(row.get("diverged_at") is not None for row in table) else []
     print("  ".join(f"{c:>20}" for c in cols))
     for row in table:
         print("  ".join(f"{_fmt(row.get(c)):>20}" for c in cols))

@@ -213,6 +213,7 @@ def curve(row) -> dict:
     trace = Trace.load(os.path.join(row.summary["workdir"], "trace.npz"))
     times = gradient_times(trace)
     pts = [(g, 1 - a, float(times[min(g, len(times)) - 1])) for g, a in accuracy_curve(row.summary["workdir"])]
+    stop = row.summary.get("diverged_at")  # a diverged run (asgdjax.sweep.runner): a result, not a crash
     return {
         "name": row.point.name,
         "workers": o["num_workers"],
@@ -220,9 +221,10 @@ def curve(row) -> dict:
         "warm": o["warm_start_steps"] > 0,
         "communicates": "delay.server_bandwidth" not in o,
         "staleness_mean": row.summary.get("staleness_mean"),
-        "final_test_error": 1 - (row.summary.get("final_test_accuracy") or 0.0),
+        "final_test_error": None if stop else 1 - (row.summary.get("final_test_accuracy") or 0.0),
         "virtual_seconds": row.summary.get("virtual_seconds"),
-        "gradients": int(trace.num_gradients),
+        "gradients": int(stop or trace.num_gradients),
+        "diverged_at_seconds": float(times[min(stop, len(times)) - 1]) if stop else None,
         "curve": pts,
     }
 
@@ -251,7 +253,12 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
         a.plot(ws, [r["speedup"] or 0.0 for _, r in pts], "-", color=f"C{i}", label=f"n_sync {n} (warm)")
         for w, r in pts:
             a.plot(w, r["speedup"] or 0.0, "o" if r["speedup"] else "x", color=f"C{i}", ms=7)
-        m.plot(ws, [r["final_test_error"] for _, r in pts], "o-", color=f"C{i}", label=f"n_sync {n} (warm)")
+        ends = [np.nan if r["final_test_error"] is None else r["final_test_error"] for _, r in pts]
+        m.plot(ws, ends, "o-", color=f"C{i}", label=f"n_sync {n} (warm)")
+        for w, r in pts:  # a diverged run: its last evaluation before it diverged
+            if r.get("diverged_at_seconds") is not None and r["curve"]:
+                m.plot(w, r["curve"][-1][1], "X", color=f"C{i}", ms=9)
+    m.plot([], [], "X", color="gray", label="diverged (last error before)")
     a.axhline(3.2, color="gray", ls=":", lw=1)
     a.text(1, 3.25, "paper: 3.2x with 8 clients", fontsize=8, color="gray")
     a.set(xscale="log", xlabel="clients", ylabel="speedup to target error (x: not reached)")

@@ -43,6 +43,24 @@ def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sync", "sim"])  # sync: each point through the trainer; sim: swept together
+def test_a_diverging_point_is_a_result_and_the_sweep_goes_on(tmp_path, mode):
+    """A learning-rate sweep whose largest value diverges: that row says where and why, the others finish,
+    exit 0; rerunning reads the diverged point back instead of diverging again."""
+    args = [f"--config.mode={mode}", "--config.model=mlp", "--config.steps=60", "--config.log_every=10"]
+    args += ["--config.eval_every=30", "--sweep.learning_rate=0.05,50", "--workdir=sw"]
+    out = run_cli("sweep", args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {r["learning_rate"]: r for r in json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]}
+    assert rows[0.05]["diverged_at"] is None and rows[0.05]["final_test_accuracy"] > 0.5
+    assert rows[50.0]["final_test_accuracy"] is None and 0 < rows[50.0]["diverged_at"] <= 60
+    summary = json.loads((tmp_path / "sw" / "learning_rate=50.0" / "summary.json").read_text())
+    assert summary["diverged"] is True and summary["reason"].startswith("train_loss=")
+    assert any("learning_rate" in line and "diverged_at" in line for line in out.stdout.splitlines())
+    again = run_cli("sweep", args, tmp_path)
+    assert again.returncode == 0 and "point(s)" not in again.stderr and "diverged:" not in again.stderr
+
+
 def test_vmapped_and_one_by_one_sweeps_agree(digits_task):
     task, data = digits_task
     k = 4

@@ -10,7 +10,14 @@ from typing import Any
 
 from asgdjax.sweep.runner import Row
 
-COLUMNS = ("final_test_accuracy", "final_test_loss", "staleness_mean", "virtual_seconds", "wall_seconds")
+COLUMNS = (
+    "final_test_accuracy",
+    "final_test_loss",
+    "staleness_mean",
+    "virtual_seconds",
+    "wall_seconds",
+    "diverged_at",
+)
 
 
 def table(rows: list[Row]) -> list[dict[str, Any]]:

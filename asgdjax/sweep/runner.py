@@ -1,10 +1,12 @@
 """Run a grid of configurations, each into its own workdir (resumable: a finished point is read back, not
 rerun). mode=sim points that share a compiled program run together through `asgdjax.sim.sweep` (vmapped
 on accelerators, one after another on the CPU, by `strategy`), evaluated every eval_every gradients;
-everything else runs through the trainer, one point at a time."""
+everything else runs through the trainer, one point at a time; a point that diverges is recorded as such
+(where, why, its last evaluation) and the grid goes on."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -12,7 +14,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from asgdjax.core.health import divergence
 from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.errors import Diverged
 from asgdjax.sim import Simulator
 from asgdjax.sim.sweep import Member, sweep
 from asgdjax.sweep.grid import Point, apply, program_key
@@ -66,10 +70,52 @@ def run_grid(
             )
         else:
             i = members[0]
-            summaries = [train(configs[i], os.path.join(workdir, points[i].name), show_progress=False)]
+            summaries = [solo(configs[i], os.path.join(workdir, points[i].name), progress)]
         for i, s in zip(members, summaries, strict=True):
             rows[i] = Row(points[i], s)
     return [rows[i] for i in range(len(points))]
+
+
+def solo(config: Any, workdir: str, progress: Callable[[str], None]) -> dict:
+    """One point through the trainer. A point that diverges is a result of the grid, not the end of it
+    (a learning-rate sweep's largest value often diverges): its summary says where and why, and is written
+    like a finished one's, so a resumed grid reads it back instead of diverging again."""
+    try:
+        return train(config, workdir, show_progress=False)
+    except Diverged as e:
+        progress(f"diverged: {e}")
+        summary = diverged_summary(config, workdir)
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        return summary
+
+
+def diverged_summary(config: Any, workdir: str) -> dict:
+    """summary.json of a point that diverged: the step and reason from its metrics.jsonl, its last
+    evaluation before that, and no final accuracy (its parameters are not a result)."""
+    records = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a torn line
+                continue
+    stop = next(r for r in reversed(records) if r.get("diverged"))
+    last = lambda key: next((r[key] for r in reversed(records) if key in r), None)  # noqa: E731
+    return {
+        "mode": config.mode,
+        "dataset": config.dataset,
+        "model": config.model,
+        "steps": config.steps,
+        "diverged": True,
+        "diverged_at": stop["step"],
+        "reason": stop.get("reason"),
+        "final_test_accuracy": None,
+        "final_test_loss": None,
+        "last_test_accuracy": last("test_accuracy"),
+        "staleness_mean": last("staleness_mean"),
+        "virtual_seconds": last("virtual_seconds"),
+        "workdir": os.path.abspath(workdir),
+    }
 
 
 def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list[dict]:
@@ -97,10 +143,19 @@ def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list
         )
     writers = [_open(c, w) for c, w in zip(configs, workdirs, strict=True)]
     last_eval: list[dict] = [{} for _ in configs]
+    stopped: list[dict] = [{} for _ in configs]  # where a member diverged (the sweep's program runs on)
 
     def on_cut(i: int, event: int, state: Any, losses: np.ndarray) -> None:
+        if stopped[i]:
+            return
         done = int(np.cumsum(traces[i].step >= 0)[event - 1])
         record = {"train_loss": float(losses.mean())} if len(losses) else {}
+        why = divergence(record["train_loss"], limit=configs[i].max_train_loss) if record else None
+        if why is not None:  # as the trainer logs it; later cuts of this member are not results
+            stopped[i] = {"diverged_at": done, "reason": why}
+            loss = record["train_loss"]
+            writers[i].write(done, train_loss=loss if np.isfinite(loss) else str(loss), diverged=True, reason=why)
+            return
         if done % configs[i].eval_every == 0 or event == len(traces[i]):
             last_eval[i] = task.evaluate(state.server.params, data)
             record.update(last_eval[i])
@@ -110,10 +165,17 @@ def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list
     finals = sweep(sim, members, data, strategy=strategy, on_cut=on_cut)
     share = (time.time() - t0) / len(configs)
     out = []
-    for c, w, t, st, wr, ev in zip(configs, workdirs, traces, finals, writers, last_eval, strict=True):
+    for c, w, t, st, wr, ev, stop in zip(configs, workdirs, traces, finals, writers, last_eval, stopped, strict=True):
         wr.close()
-        out.append(_finish(c, w, t, st, ev, share))
+        out.append(_finish(c, w, t, st, ev, share) if not stop else _finish_diverged(c, w, t))
     return out
+
+
+def _finish_diverged(config: Any, workdir: str, trace: Any) -> dict:
+    trace.save(os.path.join(workdir, "trace.npz"))
+    summary = diverged_summary(config, workdir) | {"swept_together": True}
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
 
 
 def _open(config: Any, workdir: str) -> MetricsWriter:
