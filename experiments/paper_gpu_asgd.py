@@ -241,8 +241,9 @@ def time_to(run_: dict, target: float):
 
 def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
     """Speedup to the target against clients (the paper's figure; runs that never reach it marked x at 0),
-    test error where each run's time ends against clients (defined when nothing reaches the target), and
-    every warm run's test error against virtual seconds (colour: n_sync; line style: clients)."""
+    test error where each run's time ends against clients (warm starts filled, cold starts open, a diverged
+    run's last error before it diverged as X; defined when nothing reaches the target), and every warm run's
+    test error against virtual seconds (colour: n_sync; line style: clients)."""
     plt = pyplot()
     fig, (a, m, b) = plt.subplots(1, 3, figsize=(16, 4.2))
     syncs = sorted({r["n_sync"] for r in runs})
@@ -258,6 +259,13 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
         for w, r in pts:  # a diverged run: its last evaluation before it diverged
             if r.get("diverged_at_seconds") is not None and r["curve"]:
                 m.plot(w, r["curve"][-1][1], "X", color=f"C{i}", ms=9)
+        cold = sorted(
+            ((r["workers"], r) for r in runs if not r["warm"] and r["workers"] > 1 and r["n_sync"] == n),
+            key=lambda wr: wr[0],
+        )
+        if cold:  # the paper's cold start: every client from the start, no single-client warm-up
+            ys = [np.nan if r["final_test_error"] is None else r["final_test_error"] for _, r in cold]
+            m.plot([w for w, _ in cold], ys, "o--", color=f"C{i}", mfc="none", label=f"n_sync {n} (cold)")
     m.plot([], [], "X", color="gray", label="diverged (last error before)")
     a.axhline(3.2, color="gray", ls=":", lw=1)
     a.text(1, 3.25, "paper: 3.2x with 8 clients", fontsize=8, color="gray")
@@ -266,8 +274,9 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
     m.axhline(target, color="gray", ls=":", lw=1)
     m.set(xscale="log", xlabel="clients", ylabel="test error where the run ends")
     m.set_title("test error at the end of each run's time", fontsize=10)
-    for ax in (a, m):
-        ax.legend(fontsize=8)
+    a.legend(fontsize=8)
+    m.legend(fontsize=6.5, ncol=2, loc="upper left")
+    m.set_ylim(top=m.get_ylim()[1] + 0.6 * (m.get_ylim()[1] - m.get_ylim()[0]))  # room for the legend above
     dashes = ("-", "--", "-.", ":", (0, (1, 3)))
     styles = dict(zip(sorted({r["workers"] for r in shown}), dashes, strict=False))
     for r in shown:
