@@ -266,7 +266,8 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
         if cold:  # the paper's cold start: every client from the start, no single-client warm-up
             ys = [np.nan if r["final_test_error"] is None else r["final_test_error"] for _, r in cold]
             m.plot([w for w, _ in cold], ys, "o--", color=f"C{i}", mfc="none", label=f"n_sync {n} (cold)")
-    m.plot([], [], "X", color="gray", label="diverged (last error before)")
+    if any(r.get("diverged_at_seconds") is not None for r in shown):
+        m.plot([], [], "X", color="gray", label="diverged (last error before)")
     a.axhline(3.2, color="gray", ls=":", lw=1)
     a.text(1, 3.25, "paper: 3.2x with 8 clients", fontsize=8, color="gray")
     a.set(xscale="log", xlabel="clients", ylabel="speedup to target error (x: not reached)")
