@@ -77,7 +77,7 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
         print_help(program, doc, with_config)
         sys.exit(0)
     if not with_config:
-        app.run(main_fn, flags_parser=_parse_flags)
+        app.run(main_fn, flags_parser=parse_flags)
         return
     path = config_argument(sys.argv[1:])
     if path is not None:
@@ -94,7 +94,7 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
         )
     except (ValueError, TypeError) as e:
         fail(f"bad config override: {e}")
-    app.run(main_fn, flags_parser=_parse_flags)
+    app.run(main_fn, flags_parser=parse_flags)
 
 
 def print_help(program: str, doc: str, with_config: bool) -> None:
@@ -111,7 +111,9 @@ def print_help(program: str, doc: str, with_config: bool) -> None:
     print("\n(--helpfull lists absl's own flags too)")
 
 
-def _parse_flags(argv):
+def parse_flags(argv):
+    """absl's flag parsing with its errors (a bad value, an unknown flag, a config file that fails) as one
+    line and exit 2: the tools' and the experiment scripts' flags_parser."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

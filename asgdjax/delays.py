@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from asgdjax.errors import ConfigError
+from asgdjax.flag_lists import numbers
 
 KINDS = ("constant", "uniform", "exponential", "lognormal", "uniform_staleness")
 COMM_KEYS = (
@@ -113,7 +114,8 @@ class DelayModel:
 
     @classmethod
     def from_config(cls, c) -> DelayModel:
-        speeds = tuple(float(s) for s in str(c.speeds).split(",") if s.strip()) if c.speeds else ()
+        text = str(c.speeds) if c.speeds else ""
+        speeds = tuple(numbers("config.delay.speeds", text, float, allowed="speeds > 0", ok=_positive)) if text else ()
         return cls(
             kind=c.kind,
             mean=float(c.mean),
@@ -161,3 +163,7 @@ class StepTimes:
             slow = np.asarray(jax.random.bernoulli(k_strag, m.straggler_prob, (BLOCK,)))
             times = np.where(slow, times * m.straggler_factor, times)
         return np.maximum(times, 1e-12)
+
+
+def _positive(x: float) -> bool:
+    return 0 < x < float("inf")

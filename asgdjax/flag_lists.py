@@ -12,10 +12,13 @@ T = TypeVar("T", int, float)
 
 
 def items(flag: str, text: str) -> list[str]:
-    """The stripped, non-empty entries of `text` in order, each once; at least one."""
-    out = [t.strip() for t in text.split(",") if t.strip()]
-    if not out:
+    """The stripped entries of `text` in order, each once; at least one, and none empty (`1,,2` is a typo
+    more often than a list of two)."""
+    out = [t.strip() for t in text.split(",")]
+    if not any(out):
         raise ConfigError(f"--{flag}={text!r} is not allowed; give at least one comma-separated value")
+    if not all(out):
+        raise ConfigError(f"--{flag}={text!r} has an empty entry; give comma-separated values, e.g. 1,2,4")
     return list(dict.fromkeys(out))
 
 

@@ -37,6 +37,9 @@ def main(argv) -> None:
     from asgdjax.flag_lists import positive_ints
 
     start_tool(argv, target=FLAGS.target)
+    for name in ("calibrate_workers", "calibrate_steps"):
+        if getattr(FLAGS, name) < 1:
+            fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= 1")
     try:
         run(FLAGS.config, positive_ints("workers", FLAGS.workers))
     except ConfigError as e:

@@ -39,6 +39,8 @@ def main(argv) -> None:
     name = os.path.splitext(os.path.basename(config_path()))[0]
     workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{name}")
     say = (lambda s: print(f"asgdjax-sweep: {s}", file=sys.stderr)) if flags.FLAGS.progress else (lambda s: None)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        fail(f"--workdir={workdir!r} is a file; give a folder for the sweep's points and table")
     try:
         points = grid(config, SWEEPS)
         os.makedirs(workdir, exist_ok=True)

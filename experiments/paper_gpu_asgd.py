@@ -89,6 +89,8 @@ PAPER = "up to 3.2x faster ImageNet training with 8 GPU clients (n_sync chosen t
 
 def main(argv):
     del argv
+    if stray := sorted(set(positive_ints("cold", FLAGS.cold or "1")) - set(positive_ints("clients", FLAGS.clients))):
+        raise ConfigError(f"--cold={FLAGS.cold!r} names {stray}, not among --clients={FLAGS.clients!r}")
     setting, base = study_config()
     ensure_dataset(base.dataset)
     profile = Calibration.load(profile_path(FLAGS.profile))

@@ -27,6 +27,7 @@ from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from study import run_script  # noqa: E402
 
+from asgdjax.cli import check_target  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.flag_lists import positive_ints  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
@@ -73,6 +74,7 @@ def main(argv):
     if FLAGS.quick:
         config.model, config.momentum, config.rule = "small_cnn", 0.5, "staleness_lr"
     counts = positive_ints("workers", FLAGS.workers)
+    check_target(FLAGS.target)
     out = os.path.join(FLAGS.outdir, FLAGS.tag)
     os.makedirs(out, exist_ok=True)
     rows = []

@@ -56,21 +56,25 @@ def run(config, workdir: str) -> dict:
 
 
 def run_script(main) -> None:
-    """absl's app.run, with asgdjax's input errors (a bad --profile, config value, calibration) as one line
-    on stderr and exit status 2 instead of a traceback."""
+    """absl's app.run, with asgdjax's input errors (a bad flag or --config override, a bad --profile, config
+    value or calibration, an --outdir that is a file) as one line on stderr and exit status 2, not a
+    traceback."""
     from absl import app
 
-    from asgdjax.cli import PROGRAM, fail
+    from asgdjax.cli import PROGRAM, fail, parse_flags
     from asgdjax.errors import ConfigError
+
+    PROGRAM[0] = os.path.basename(sys.argv[0])
 
     def guarded(argv):
         try:
             return main(argv)
         except ConfigError as e:
-            PROGRAM[0] = os.path.basename(sys.argv[0])
             fail(str(e))
+        except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:
+            fail(f"{e.filename!r}: {e.strerror}; give a folder this script may write to (--outdir)")
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse_flags)
 
 
 def first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:

@@ -49,6 +49,9 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.model_parallel=0", "model_parallel=0 is not allowed; use a positive integer"),
         ("--config.mode=async --config.model_parallel=16", "model_parallel=16 is not allowed: this machine has 8"),
         ("--config.mode=async --config.model_parallel=2 --config.devices=0,1,2", "give 2 ids in 0..7 (2 per worker"),
+        ("--config.mode=sim --config.delay.speeds=1,x", "--config.delay.speeds entry 'x' is not allowed; use"),
+        ("--config.mode=sim --config.delay.speeds=1,,2", "--config.delay.speeds='1,,2' has an empty entry"),
+        ("--config.data_dir=/dev/null", "data_dir='/dev/null' is a file; give a folder"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):

@@ -50,6 +50,7 @@ def test_the_space_parses_every_axis_into_typed_candidates():
         ("learning_rates", "nan", "'nan'"),
         ("momenta", "1.0", "'1.0'"),
         ("momenta", ",", "','"),
+        ("workers", "2,,4", "'2,,4' has an empty entry"),
     ],
 )
 def test_a_bad_axis_value_is_one_error_naming_it(axis, value, named):

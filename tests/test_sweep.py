@@ -98,6 +98,13 @@ def test_points_that_share_a_program_are_grouped():
         apply(base, p) for p in grid(base, [("learning_rate", "0.1,0.2"), ("seed", "0,1"), ("max_staleness", "1,2")])
     ]
     assert len({program_key(c) for c in same}) == 1
+    with pytest.raises(ConfigError, match="--sweep.learning_rate='0.1,,0.2' has an empty entry"):
+        grid(base, [("learning_rate", "0.1,,0.2")])
+    assert len(grid(base, [("learning_rate", "0.1,0.1")])) == 1  # a repeated value is one point
+    with pytest.raises(ConfigError, match="--sweep.delay names a group of keys; sweep one of them"):
+        grid(base, [("delay", "1,2")])
+    with pytest.raises(ConfigError, match="--sweep.seed is given twice"):
+        split_argv(["--sweep.seed=0", "--sweep.seed=1"])
     other = [apply(base, p) for p in grid(base, [("num_workers", "4,8")])]
     assert len({program_key(c) for c in other}) == 2
     unbounded = apply(base, grid(base, [("max_staleness", "-1")])[0])

@@ -59,9 +59,12 @@ def builder_for(name: str, data_dir: str | None = None, npz: str | None = None):
     import importlib
 
     spec = get_spec(name)
+    root = data_dir or default_data_dir()
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ConfigError(f"data_dir={root!r} is a file; give a folder for TFDS's prepared datasets")
     module = "asgdjax.data.imagenet.prepare" if name in STREAMED else "asgdjax.data.builders"
     builder_cls = getattr(importlib.import_module(module), spec.builder)
-    builder = builder_cls(data_dir=data_dir or default_data_dir(), file_format="array_record")
+    builder = builder_cls(data_dir=root, file_format="array_record")
     builder.npz_path = npz
     return builder
 

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.errors import ConfigError
+from asgdjax.flag_lists import items
 
 PREFIX = "--sweep."
 # Keys that change only the schedule, the initial parameters or the hyperparameters the simulator takes as
@@ -30,12 +31,15 @@ class Point(NamedTuple):
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """(the other arguments, [(key, "v1,v2,...")]) from a command line holding --sweep.KEY=VALUES."""
-    rest, sweeps = [], []
+    rest: list[str] = []
+    sweeps: list[tuple[str, str]] = []
     for arg in argv:
         if arg.startswith(PREFIX):
             key, sep, values = arg[len(PREFIX) :].partition("=")
             if not sep or not key or not values:
                 raise ConfigError(f"{arg!r} is not allowed; use --sweep.KEY=v1,v2,... (a config key and its values)")
+            if key in dict(sweeps):
+                raise ConfigError(f"--sweep.{key} is given twice; give its values once, e.g. --sweep.{key}=v1,v2")
             sweeps.append((key, values))
         else:
             rest.append(arg)
@@ -51,7 +55,7 @@ def grid(config: Any, sweeps: list[tuple[str, str]]) -> list[Point]:
     axes = []
     for key, values in sweeps:
         default = _lookup(config, key)
-        axes.append([(key, _parse(key, v.strip(), default)) for v in values.split(",") if v.strip()])
+        axes.append([(key, _parse(key, v, default)) for v in items(f"sweep.{key}", values)])
     return [Point(dict(combo)) for combo in itertools.product(*axes)]
 
 
@@ -86,6 +90,10 @@ def _lookup(config: Any, key: str) -> Any:
                 f"unknown config key {key!r} in --sweep.{key}; allowed: the keys of asgdjax/configs/base.py"
             )
         node = node[part]
+    if hasattr(node, "keys"):
+        raise ConfigError(
+            f"--sweep.{key} names a group of keys; sweep one of them, e.g. --sweep.{key}.{next(iter(node))}"
+        )
     return node
 
 
