@@ -52,6 +52,9 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.mode=sim --config.delay.speeds=1,x", "--config.delay.speeds entry 'x' is not allowed; use"),
         ("--config.mode=sim --config.delay.speeds=1,,2", "--config.delay.speeds='1,,2' has an empty entry"),
         ("--config.data_dir=/dev/null", "data_dir='/dev/null' is a file; give a folder"),
+        ("--config.eval_examples=-5", "eval_examples=-5 is not allowed"),
+        ("--config.mode=sim --config.rule_lambda=-1", "rule_lambda=-1.0 is not allowed; use a number >= 0"),
+        ("--config.mode=sim --config.n_push=2 --config.local_learning_rate=nan", "local_learning_rate=nan is not"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):

@@ -23,6 +23,11 @@ def validate_async(config: Any) -> None:
     """Check the asynchrony keys (mode=sim/async); raises ConfigError naming the first bad value."""
     spec = ProtocolSpec.from_config(config)  # checks protocol, n_fetch, n_push, softsync_n, bound, warm start
     choice("rule", config.rule, RULES)
+    if not (isinstance(config.rule_lambda, (int, float)) and 0 <= config.rule_lambda < float("inf")):
+        raise ConfigError(f"rule_lambda={config.rule_lambda!r} is not allowed; use a number >= 0")
+    lr = config.local_learning_rate
+    if not (isinstance(lr, (int, float)) and -float("inf") < lr < float("inf")):
+        raise ConfigError(f"local_learning_rate={lr!r} is not allowed; use a finite number (< 0: the learning_rate)")
     choice("sim_strategy", config.sim_strategy, STRATEGIES)
     int_at_least("sim_chunk", config.sim_chunk, 0, "0 (automatic) or a positive integer")
     faults = parse_faults(config.fail_at)

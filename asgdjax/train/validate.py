@@ -28,6 +28,8 @@ def validate(config) -> None:
     finite_positive("max_train_loss", config.max_train_loss)
     int_at_least("cpu_devices", config.cpu_devices, 0, "0 (default) or a positive integer")
     int_at_least("model_parallel", config.model_parallel, 1, "a positive integer (devices per model replica)")
+    int_at_least("eval_examples", config.eval_examples, 0, "0 (the whole split) or a positive integer")
+    int_at_least("data_workers", config.data_workers, 1, "a positive integer (decode processes per split)")
     if not (isinstance(config.momentum, (int, float)) and 0 <= config.momentum < 1):
         raise ConfigError(f"momentum={config.momentum!r} is not allowed; use a number in [0, 1)")
     if not (isinstance(config.weight_decay, (int, float)) and config.weight_decay >= 0):
