@@ -36,8 +36,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from study import run_script  # noqa: E402
 
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.plan import Candidate, Clocks, Lanes, ProtocolChoice  # noqa: E402
@@ -369,4 +370,4 @@ def plot(comparisons, target, path):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)
