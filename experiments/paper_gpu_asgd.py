@@ -268,7 +268,10 @@ def plot(runs: list[dict], target: float, out: str, setting: str) -> None:
         if cold:  # the paper's cold start: every client from the start, no single-client warm-up
             ys = [np.nan if r["final_test_error"] is None else r["final_test_error"] for _, r in cold]
             m.plot([w for w, _ in cold], ys, "o--", color=f"C{i}", mfc="none", label=f"n_sync {n} (cold)")
-    if any(r.get("diverged_at_seconds") is not None for r in shown):
+            for w, r in cold:
+                if r.get("diverged_at_seconds") is not None and r["curve"]:
+                    m.plot(w, r["curve"][-1][1], "X", color=f"C{i}", mfc="none", ms=9)
+    if any(r.get("diverged_at_seconds") is not None for r in runs):
         m.plot([], [], "X", color="gray", label="diverged (last error before)")
     a.axhline(3.2, color="gray", ls=":", lw=1)
     a.text(1, 3.25, "paper: 3.2x with 8 clients", fontsize=8, color="gray")
