@@ -61,6 +61,13 @@ def check_target(target: float) -> None:
         fail(f"--target={target!r} is not allowed; use an accuracy in (0, 1]")
 
 
+def check_at_least(values: dict[str, int], lowest: dict[str, int]) -> None:
+    """Integer flags with a floor (`lowest[name]`): the first one below it is one line naming it."""
+    for name, low in lowest.items():
+        if values[name] < low:
+            fail(f"--{name}={values[name]!r} is not allowed; use an integer >= {low}")
+
+
 def quiet_libraries() -> None:
     import absl.logging
 

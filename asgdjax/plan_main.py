@@ -23,7 +23,7 @@ import sys
 
 from absl import flags
 
-from asgdjax.cli import config_path, fail, run_app, start_tool
+from asgdjax.cli import check_at_least, config_path, fail, run_app, start_tool
 
 flags.DEFINE_string("workdir", None, "Output folder; default runs/plan_<config name>.")
 flags.DEFINE_float("target", 0.95, "Target test accuracy.")
@@ -68,9 +68,7 @@ def main(argv) -> None:
     from asgdjax.plan import Space
 
     start_tool(argv, target=FLAGS.target)
-    for name, low in (("eta", 2), ("rungs", 0), ("seeds", 1), ("evals", 1), ("calibrate_steps", 1)):
-        if getattr(FLAGS, name) < low:
-            fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= {low}")
+    check_at_least(FLAGS.flag_values_dict(), {"eta": 2, "rungs": 0, "seeds": 1, "evals": 1, "calibrate_steps": 1})
     if not FLAGS.budget >= 0:
         fail(f"--budget={FLAGS.budget!r} is not allowed; use clock seconds > 0 (or 0 for the default)")
     try:

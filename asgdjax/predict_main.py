@@ -32,14 +32,12 @@ FLAGS = flags.FLAGS
 
 
 def main(argv) -> None:
-    from asgdjax.cli import fail, start_tool
+    from asgdjax.cli import check_at_least, fail, start_tool
     from asgdjax.errors import ConfigError
     from asgdjax.flag_lists import positive_ints
 
     start_tool(argv, target=FLAGS.target)
-    for name in ("calibrate_workers", "calibrate_steps"):
-        if getattr(FLAGS, name) < 1:
-            fail(f"--{name}={getattr(FLAGS, name)!r} is not allowed; use an integer >= 1")
+    check_at_least(FLAGS.flag_values_dict(), {"calibrate_workers": 1, "calibrate_steps": 1})
     try:
         run(FLAGS.config, positive_ints("workers", FLAGS.workers))
     except ConfigError as e:
