@@ -4,6 +4,7 @@ one-line errors with exit status 2."""
 from __future__ import annotations
 
 import ast
+import difflib
 import errno
 import logging
 import os
@@ -14,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import asgdjax.configs
+from asgdjax.configs.describe import keys as config_keys
 from asgdjax.configs.describe import text as config_keys_text
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(asgdjax.configs.__file__), "default.py")
@@ -88,20 +90,32 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
         return
     path = config_argument(sys.argv[1:])
     if path is not None:
-        check_config_file(path)
+        check_config_file(path, with_argument=config_argument(sys.argv[1:], whole=True) != path)
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
         config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, CONFIG_HELP, lock_config=True)
     except (AttributeError, KeyError) as e:
-        name = re.search(r"'([\w.]+)", str(e))
-        hint = re.search(r'Did you mean "([\w.]+)"', str(e).replace("\\", ""))
-        fail(
-            f"unknown config key {name.group(1) if name else e!r}"
-            + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
-            + "; allowed: the keys of asgdjax/configs/base.py"
-        )
+        fail(_unknown_key(e, sys.argv[1:]))
     except (ValueError, TypeError) as e:
-        fail(f"bad config override: {e}")
+        fail(_unknown_key(e, sys.argv[1:]) if "string indices" in str(e) else f"bad config override: {e}")
     app.run(main_fn, flags_parser=parse_flags)
+
+
+def _unknown_key(e: BaseException, argv: list[str]) -> str:
+    """The line for a --config.KEY that the config does not have, with the closest keys of base.py."""
+    known = [k.key for k in config_keys()]
+    given = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    unknown = next((k for k in given if k not in known), None)
+    if unknown is None:
+        return f"bad config override ({type(e).__name__}: {e}); allowed: the keys of asgdjax/configs/base.py"
+    close = difflib.get_close_matches(unknown, known, n=3, cutoff=0.7)
+    hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+    group = unknown.rsplit(".", 1)[0]
+    if not close and "." in unknown and group in known:
+        hint = f" ({group!r} is a value, not a group of keys)"
+    return (
+        f"unknown config key {unknown!r}{hint}; allowed: the keys of asgdjax/configs/base.py "
+        f"({PROGRAM[0]} --help lists them)"
+    )
 
 
 def print_help(program: str, doc: str, with_config: bool) -> None:
@@ -128,9 +142,26 @@ def parse_flags(argv):
         if "Error whilst parsing config file" in text:  # ml_collections wraps get_config's error with its traceback
             raised = [line.strip() for line in text.splitlines() if line.strip()][-1]
             fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({raised})")
-        fail(text)
+        fail(_typed_override(text) or text)
     except Exception as e:  # noqa: BLE001 (a config file that raises while it is loaded)
         fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({type(e).__name__}: {e})")
+
+
+_OVERRIDE_TYPES = {
+    "invalid literal for int()": "an integer",
+    "could not convert string to float": "a number",
+    "Non-boolean argument": "true or false",
+}
+
+
+def _typed_override(text: str) -> str | None:
+    """absl's message for a --config.KEY=VALUE of the wrong type, as the tools' line: the key, the value and
+    what is allowed; None for any other message."""
+    match = re.match(r"flag --(config\.[\w.]+)=(.*?): ", text)
+    allowed = next((kind for cue, kind in _OVERRIDE_TYPES.items() if cue in text), None)
+    if match is None or allowed is None:
+        return None
+    return f"--{match.group(1)}={match.group(2)!r} is not allowed; use {allowed}"
 
 
 def exhaustion(exc: BaseException) -> str | None:
@@ -154,8 +185,9 @@ def kept(workdir: str) -> str:
     return f"the last checkpoint (step {steps[-1]}) is kept in {ck}: free some and rerun the same command to resume"
 
 
-def config_argument(argv: list[str]) -> str | None:
-    """The file part of --config=PATH[:ARG] (or --config PATH), as given on the command line."""
+def config_argument(argv: list[str], *, whole: bool = False) -> str | None:
+    """The file part of --config=PATH[:ARG] (or --config PATH), as given on the command line (`whole`: with
+    its :ARG)."""
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
             value = arg.split("=", 1)[1]
@@ -163,12 +195,13 @@ def config_argument(argv: list[str]) -> str | None:
             value = argv[i + 1]
         else:
             continue
-        return value.split(":", 1)[0]
+        return value if whole else value.split(":", 1)[0]
     return None
 
 
-def check_config_file(path: str) -> None:
-    """One line unless `path` is a readable Python file that defines get_config()."""
+def check_config_file(path: str, *, with_argument: bool = False) -> None:
+    """One line unless `path` is a readable Python file that defines get_config() (taking an argument when
+    the command line gives it one, as PATH:ARG)."""
     if not os.path.isfile(path):
         what = "is a folder" if os.path.isdir(path) else "does not exist"
         fail(f"--config={path!r} {what}; give a config file such as asgdjax/configs/mnist.py")
@@ -179,6 +212,9 @@ def check_config_file(path: str) -> None:
         fail(f"--config={path!r} cannot be read ({e})")
     except SyntaxError as e:
         fail(f"--config={path!r} is not valid Python (line {e.lineno}: {e.msg})")
-    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    defined = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     if "get_config" not in defined:
         fail(f"--config={path!r} defines no get_config(); a config file returns its ConfigDict from get_config()")
+    args = defined["get_config"].args
+    if with_argument and not (args.args or args.posonlyargs or args.vararg):
+        fail(f"--config={path!r} takes no argument (its get_config() has no parameter); drop the ':...' after it")

@@ -127,6 +127,8 @@ def plan_in(config, space, workdir: str, given) -> None:
     paths = write(plan, workdir, record)
     print_plan(plan, recommended)
     print(f"outputs: {paths['json']}, {paths['png']}", file=sys.stderr)
+    if "kept" in paths:
+        print(f"the earlier plan in this workdir is kept as {paths['kept']} (and its .png)", file=sys.stderr)
 
 
 def make_clocks(config, space, workdir: str, say, given):

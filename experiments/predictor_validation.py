@@ -27,16 +27,17 @@ from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from study import run_script  # noqa: E402
 
-from asgdjax.cli import check_target  # noqa: E402
+from asgdjax.cli import check_at_least, check_target, fail  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.flag_lists import positive_ints  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
 from asgdjax.predict.predict import predict  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve, gradient_times, steady_rate  # noqa: E402
 from asgdjax.train import train  # noqa: E402
+from asgdjax.train.validate import validate  # noqa: E402
 
 config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/default.py"))
-flags.DEFINE_bool("quick", False, "digits, 2 and 4 workers, short runs.")
+flags.DEFINE_bool("quick", False, "2 and 4 workers, small CNN, momentum 0.5, staleness_lr (unless given).")
 flags.DEFINE_string("workers", "2,4,8", "Worker counts.")
 flags.DEFINE_float("target", 0.97, "Target test accuracy.")
 flags.DEFINE_integer("steps", 1500, "Gradients of each real run.")
@@ -45,6 +46,8 @@ flags.DEFINE_integer("eval_every", 20, "Gradients between evaluations (replays a
 flags.DEFINE_string("outdir", "experiments/results/predictor", "Where JSON, PNG and run folders go.")
 flags.DEFINE_string("tag", "cpu", "Name of this machine in the output files.")
 FLAGS = flags.FLAGS
+STEP_FLAGS = ("steps", "calibrate_steps", "eval_every")
+QUICK = {"model": "small_cnn", "momentum": 0.5, "rule": "staleness_lr"}
 
 
 def run_cfg(config, mode, k, steps, **kw):
@@ -71,10 +74,19 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
-    if FLAGS.quick:
-        config.model, config.momentum, config.rule = "small_cnn", 0.5, "staleness_lr"
-    counts = positive_ints("workers", FLAGS.workers)
+    if FLAGS.quick:  # its settings, except those the command line gives
+        given = {a[len("--config.") :].split("=", 1)[0] for a in sys.argv if a.startswith("--config.")}
+        for key, value in QUICK.items():
+            if key not in given:
+                config[key] = value
+    workers = "2,4" if FLAGS.quick and not FLAGS["workers"].present else FLAGS.workers
+    counts = positive_ints("workers", workers)
     check_target(FLAGS.target)
+    check_at_least({n: FLAGS[n].value for n in STEP_FLAGS}, dict.fromkeys(STEP_FLAGS, 1))
+    if not FLAGS.tag or FLAGS.tag.strip(".") == "" or os.sep in FLAGS.tag:
+        fail(f"--tag={FLAGS.tag!r} is not allowed; use a name for this machine (a folder name, e.g. cpu or h200)")
+    for k in counts:  # every run's config, checked before the first one starts
+        validate(run_cfg(config, "async", k, FLAGS.steps))
     out = os.path.join(FLAGS.outdir, FLAGS.tag)
     os.makedirs(out, exist_ok=True)
     rows = []

@@ -37,7 +37,13 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.learning_rate=nan", "learning_rate=nan is not allowed"),
         ("--config.num_workers=0", "num_workers=0 is not allowed"),
         ("--config.stepz=5", "unknown config key 'stepz'"),
-        ("--config.steps=abc", "--config.steps=abc: invalid literal for int()"),
+        ("--config.steps=abc", "--config.steps='abc' is not allowed; use an integer"),
+        ("--config.learning_rate=fast", "--config.learning_rate='fast' is not allowed; use a number"),
+        ("--config.augment=maybe", "--config.augment='maybe' is not allowed; use true or false"),
+        ("--config.modle=sim", "unknown config key 'modle' (did you mean 'mode' or 'model'?)"),
+        ("--config.delay.sped=2", "unknown config key 'delay.sped' (did you mean 'delay.spread' or 'delay.speeds'"),
+        ("--config.rule.name=x", "unknown config key 'rule.name' ('rule' is a value, not a group of keys)"),
+        ("--config.mode=async --config.devices=a", "devices='a' is not allowed; use comma-separated device ids"),
         ("--config.rule=fancy --config.mode=sim", "unknown rule 'fancy'; allowed: none, staleness_lr"),
         ("--config.mode=sim --config.max_staleness=-3", "max_staleness=-3 is not allowed"),
         ("--config.mode=sim --config.delay.kind=gamma", "unknown delay.kind 'gamma'"),
@@ -60,6 +66,37 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):
     err = one_line_error(run([*flag.split(), "--workdir=run", "--noprogress"], tmp_path))
     assert err.startswith("asgdjax-train: error: ") and message in err
+
+
+def test_what_a_dry_run_refuses_and_accepts_about_devices(tmp_path):
+    """--dry_run checks the workers' devices as the real run does (and splits the CPU as it does first)."""
+    out = run(["--config.mode=async", "--config.devices=0,a", "--dry_run"], tmp_path)
+    assert "devices='0,a' is not allowed" in one_line_error(out)
+    args = ["--config.mode=async", "--config.num_workers=2", "--config.model_parallel=2", "--config.devices=0,1,2,3"]
+    out = run([*args, "--config.cpu_devices=4", "--dry_run", "--workdir=run"], tmp_path, {"XLA_FLAGS": ""})
+    assert out.returncode == 0 and "ok: mode=async, 2 workers" in out.stdout, out.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_given_an_argument_it_does_not_take(tmp_path):
+    out = run([f"--config={os.path.abspath('asgdjax/configs/mnist.py')}:foo", "--dry_run"], tmp_path)
+    assert "mnist.py' takes no argument (its get_config() has no parameter)" in one_line_error(out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--npz=folder"], "--npz='folder' is not used by dataset 'digits', which takes nothing (it is embedded)"),
+        (["--dataset=mnist", "--npz=folder"], "--npz='folder' is a folder; give the .npz file in it"),
+        (["--dataset=imagenet2012", "--npz=x.npz"], "which takes --manual_dir=FOLDER; --npz is for mnist and cifar10"),
+        (["--dataset=cifar10", "--manual_dir=folder"], "--manual_dir='folder' is only for imagenet2012"),
+    ],
+)
+def test_prepare_refuses_a_source_the_dataset_does_not_read(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    out = run_cli("prepare", [*args, f"--data_dir={tmp_path / 'tfds'}"], tmp_path)
+    assert message in one_line_error(out)
+    assert not (tmp_path / "tfds").exists()
 
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path):

@@ -5,6 +5,7 @@ rungs matches one advanced at once; and the whole plan runs from the command lin
 import json
 import math
 import shlex
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -432,3 +433,17 @@ def test_the_per_example_kernel_counts_what_evaluate_counts(digits_task):
     idx = np.arange(0, n, 3)
     part = {**data, "test_x": data["test_x"][idx], "test_y": data["test_y"][idx]}
     np.testing.assert_array_equal(task.correct(params, part, batch_size=50), right[idx])
+
+
+def test_a_second_plan_in_the_same_workdir_keeps_the_first(tmp_path, monkeypatch):
+    from asgdjax.plan import report
+
+    monkeypatch.setattr(report, "plot", lambda plan, path, target: Path(path).write_text(f"png {target}"))
+    first = report.write(None, str(tmp_path), {"target": 0.9})
+    assert "kept" not in first
+    second = report.write(None, str(tmp_path), {"target": 0.8})
+    assert second["kept"] == str(tmp_path / "plan.1.json")
+    assert json.loads((tmp_path / "plan.1.json").read_text())["target"] == 0.9
+    assert (tmp_path / "plan.1.png").read_text() == "png 0.9"
+    assert json.loads((tmp_path / "plan.json").read_text())["target"] == 0.8
+    assert report.write(None, str(tmp_path), {"target": 0.7})["kept"] == str(tmp_path / "plan.2.json")

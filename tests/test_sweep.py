@@ -122,3 +122,6 @@ def test_bad_sweep_arguments_are_one_line(tmp_path):
     assert "--sweep.steps value 'a' is not allowed" in err
     err = one_line_error(run_cli("sweep", ["--workdir=sw"], tmp_path))
     assert "nothing to sweep" in err
+    args = ["--config.dataset=mnist", f"--config.data_dir={tmp_path / 'tfds'}", "--sweep.seed=0,1", "--workdir=sw"]
+    err = one_line_error(run_cli("sweep", args, tmp_path))  # before any point starts, nothing left behind
+    assert "dataset 'mnist' is not prepared" in err and not (tmp_path / "sw").exists()

@@ -1,6 +1,14 @@
 """Datasets through TFDS array_record (no TensorFlow), deterministic worker streams, on-device augmentation."""
 
-from asgdjax.data.load import ArrayDataset, StreamingDataset, get_spec, is_prepared, load_dataset, prepare
+from asgdjax.data.load import (
+    ArrayDataset,
+    StreamingDataset,
+    get_spec,
+    is_prepared,
+    load_dataset,
+    prepare,
+    require_prepared,
+)
 from asgdjax.data.registry import DATASETS, DatasetSpec, default_data_dir
 
 __all__ = [
@@ -13,4 +21,5 @@ __all__ = [
     "is_prepared",
     "load_dataset",
     "prepare",
+    "require_prepared",
 ]

@@ -78,6 +78,7 @@ def prepare(name: str, data_dir: str | None = None, npz: str | None = None, manu
     """Build the TFDS array_record files for `name` (from `npz` for mnist/cifar10, from the official
     archives in `manual_dir` for imagenet2012); returns their folder."""
     spec = get_spec(name)
+    _check_sources(name, spec, npz, manual_dir)
     if name in STREAMED:
         if not manual_dir:
             raise ConfigError(f"dataset {name!r} needs --manual_dir=FOLDER; e.g. {spec.prepare_hint}")
@@ -99,14 +100,33 @@ def prepare(name: str, data_dir: str | None = None, npz: str | None = None, manu
     return str(builder.data_dir)
 
 
+def _check_sources(name: str, spec: DatasetSpec, npz: str | None, manual_dir: str | None) -> None:
+    """A source the dataset does not read from is refused rather than ignored."""
+    if npz and (spec.embedded or name in STREAMED):
+        takes = "nothing (it is embedded)" if spec.embedded else "--manual_dir=FOLDER"
+        raise ConfigError(
+            f"--npz={npz!r} is not used by dataset {name!r}, which takes {takes}; --npz is for mnist and cifar10"
+        )
+    if manual_dir and name not in STREAMED:
+        raise ConfigError(
+            f"--manual_dir={manual_dir!r} is only for imagenet2012; dataset {name!r} takes --npz=PATH or nothing"
+        )
+
+
+def require_prepared(name: str, data_dir: str | None = None) -> None:
+    """ConfigError (with the command that prepares it) unless `name` is prepared or embedded (prepared on use)."""
+    spec = get_spec(name)
+    if not spec.embedded and not is_prepared(name, data_dir):
+        where = data_dir or default_data_dir()
+        raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
+
+
 def load_dataset(name: str, data_dir: str | None = None, *, workers: int = 1) -> ArrayDataset | StreamingDataset:
     """Read both splits into memory (streamed datasets: open them, `workers` decode processes each); the
     embedded `digits` is prepared on first use, others must be."""
     spec = get_spec(name)
+    require_prepared(name, data_dir)
     if name in STREAMED:
-        if not is_prepared(name, data_dir):
-            where = data_dir or default_data_dir()
-            raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
         from asgdjax.data.imagenet import ImageNetSource
 
         return StreamingDataset(
@@ -115,9 +135,6 @@ def load_dataset(name: str, data_dir: str | None = None, *, workers: int = 1) ->
             ImageNetSource(data_dir, "validation", workers=workers),
         )
     if not is_prepared(name, data_dir):
-        if not spec.embedded:
-            where = data_dir or default_data_dir()
-            raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
         prepare(name, data_dir)
     builder = builder_for(name, data_dir)
     folder = str(builder.data_dir)
@@ -155,7 +172,8 @@ def check_npz(path: str, spec: DatasetSpec) -> None:
     integer labels in range, one label per image (what `asgdjax-prepare --npz` needs)."""
     where = f"--npz={path!r}"
     if not os.path.isfile(path):
-        raise ConfigError(f"{where} does not exist; e.g. {spec.prepare_hint}")
+        what = "is a folder; give the .npz file in it" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"{where} {what}; e.g. {spec.prepare_hint}")
     try:
         with np.load(path, allow_pickle=False) as d:
             missing = [k for k in NPZ_KEYS if k not in d.files]

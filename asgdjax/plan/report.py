@@ -34,7 +34,16 @@ def to_json(plan: Plan, *, command: str, target: float, clocks: dict[str, Any], 
 
 
 def write(plan: Plan, workdir: str, record: dict) -> dict[str, str]:
+    """plan.json and plan.png in `workdir`; an earlier plan there is kept as plan.N.json/png (paths["kept"])."""
     paths = {"json": os.path.join(workdir, "plan.json"), "png": os.path.join(workdir, "plan.png")}
+    if os.path.exists(paths["json"]):
+        n = 1
+        while os.path.exists(os.path.join(workdir, f"plan.{n}.json")):
+            n += 1
+        for kind in ("json", "png"):
+            if os.path.exists(paths[kind]):
+                os.replace(paths[kind], os.path.join(workdir, f"plan.{n}.{kind}"))
+        paths["kept"] = os.path.join(workdir, f"plan.{n}.json")
     with open(paths["json"], "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")

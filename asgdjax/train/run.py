@@ -40,11 +40,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     replayed trace and the memory the run needs are all checked before anything is written, so a refused
     start leaves the workdir as it was; then the workdir is locked for the run.
     """
-    validate(config)
-    if config.cpu_devices:
-        _force_cpu_devices(config.cpu_devices)
-    check_location(workdir)
-    setup = prepare(config)
+    setup = _checked(config, workdir)
     with Workdir(workdir) as wd:
         wd.check_same_run(config.to_dict())
         done = wd.complete_summary(config.steps)
@@ -60,9 +56,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
 def check(config, workdir: str) -> str:
     """Everything `train` checks before writing (config, workdir, data, shards, trace, memory), and nothing
     else: what would run, in a line."""
-    validate(config)
-    check_location(workdir)
-    setup = prepare(config)
+    setup = _checked(config, workdir)
     if isinstance(setup.dataset, StreamingDataset):
         setup.dataset.close()
     workers = "" if config.mode == "sync" else f", {config.num_workers} workers ({config.protocol})"
@@ -70,6 +64,15 @@ def check(config, workdir: str) -> str:
         f"mode={config.mode}{workers}, {config.model} on {config.dataset} ({setup.dataset.num_train} training "
         f"examples), {config.steps} gradients of {config.batch_size}, into {os.path.abspath(workdir)}"
     )
+
+
+def _checked(config, workdir: str) -> RunSetup:
+    """The config's values, this host's devices split as asked, the workdir's location, then the run's parts."""
+    validate(config)
+    if config.cpu_devices:
+        _force_cpu_devices(config.cpu_devices)
+    check_location(workdir)
+    return prepare(config)
 
 
 def prepare(config) -> RunSetup:
@@ -84,6 +87,8 @@ def prepare(config) -> RunSetup:
 
         load_trace(config)
     check_memory(config, task, dataset)
+    if config.mode == "async":  # the workers' devices (config.devices) exist and are enough
+        group_devices(config.num_workers, config.model_parallel, config.devices)
     # Parameters (and everything shaped like them) live sharded over the first model_parallel devices.
     placement = Placement.for_task(task, group_devices(1, config.model_parallel)[0])
     optimizer = optimizer_from_config(config, config.learning_rate, config.steps)
