@@ -88,16 +88,24 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
     if not with_config:
         app.run(main_fn, flags_parser=parse_flags)
         return
+    define_config(DEFAULT_CONFIG, CONFIG_HELP, lock=True)
+    app.run(main_fn, flags_parser=parse_flags)
+
+
+def define_config(default: str | None, help_text: str = CONFIG_HELP, *, lock: bool = False) -> None:
+    """Define --config (the tools' and the experiment scripts'): the file on the command line is checked and
+    ml_collections applies the --config.KEY=VALUE overrides now, each error one line with exit 2."""
+    if PROGRAM[0] == "asgdjax":
+        PROGRAM[0] = os.path.basename(sys.argv[0])
     path = config_argument(sys.argv[1:])
     if path is not None:
         check_config_file(path, with_argument=config_argument(sys.argv[1:], whole=True) != path)
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
-        config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, CONFIG_HELP, lock_config=True)
+        config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock)
     except (AttributeError, KeyError) as e:
         fail(_unknown_key(e, sys.argv[1:]))
     except (ValueError, TypeError) as e:
         fail(_unknown_key(e, sys.argv[1:]) if "string indices" in str(e) else f"bad config override: {e}")
-    app.run(main_fn, flags_parser=parse_flags)
 
 
 def _unknown_key(e: BaseException, argv: list[str]) -> str:
@@ -114,7 +122,7 @@ def _unknown_key(e: BaseException, argv: list[str]) -> str:
         hint = f" ({group!r} is a value, not a group of keys)"
     return (
         f"unknown config key {unknown!r}{hint}; allowed: the keys of asgdjax/configs/base.py "
-        f"({PROGRAM[0]} --help lists them)"
+        "(asgdjax-train --help lists them)"
     )
 
 

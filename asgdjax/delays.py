@@ -73,6 +73,8 @@ class DelayModel:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"delay.{key}={value!r} is not allowed; use seconds >= 0")
+        if self.staleness_bound < 0:
+            raise ConfigError(f"delay.staleness_bound={self.staleness_bound!r} is not allowed; use >= 0")
         if not (math.isfinite(self.solo) and self.solo > 0):
             raise ConfigError(f"delay.solo={self.solo!r} is not allowed; use a number > 0 (1 = as when shared)")
         if not math.isfinite(self.payload_bytes):
@@ -106,8 +108,6 @@ class DelayModel:
     def server_transfer(self) -> float:
         """Seconds the server's link is busy with one payload (its latency is paid on top, in parallel)."""
         return self._bytes() / self.server_bandwidth if self.server_bandwidth else 0.0
-        if self.staleness_bound < 0:
-            raise ConfigError(f"delay.staleness_bound={self.staleness_bound!r} is not allowed; use >= 0")
 
     def speed(self, worker: int) -> float:
         return self.speeds[worker] if worker < len(self.speeds) else 1.0

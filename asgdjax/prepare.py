@@ -20,7 +20,10 @@ def main(argv) -> None:
     from asgdjax.data import StreamingDataset, load_dataset, prepare
     from asgdjax.errors import ConfigError
 
-    del argv
+    if len(argv) > 1:
+        fail(
+            f"unexpected arguments {argv[1:]!r}; name the dataset with --dataset=NAME (digits, mnist, cifar10, imagenet2012)"
+        )
     f = flags.FLAGS
     try:
         path = prepare(f.dataset, f.data_dir, f.npz, f.manual_dir)

@@ -32,9 +32,9 @@ import os
 
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 from study import command, ensure_dataset, pyplot, run_script, save, savefig
 
+from asgdjax.cli import define_config
 from asgdjax.configs.paine2013 import get_config
 from asgdjax.core.trace import Trace
 from asgdjax.delays import COMM_KEYS
@@ -50,8 +50,7 @@ from asgdjax.train.build import schedule_from_config
 
 flags.DEFINE_bool("quick", False, "MNIST small CNN, short runs (same as --setting=mnist).")
 flags.DEFINE_enum("setting", "cifar10", ["cifar10", "mnist", "imagenet"], "paine2013 config variant.")
-config_flags.DEFINE_config_file(
-    "config",
+define_config(
     None,
     "Instead of --setting: a config file (e.g. asgdjax/configs/paine2013.py:imagenet) and --config.* overrides.",
 )
@@ -89,7 +88,12 @@ PAPER = "up to 3.2x faster ImageNet training with 8 GPU clients (n_sync chosen t
 
 def main(argv):
     del argv
-    if stray := sorted(set(positive_ints("cold", FLAGS.cold or "1")) - set(positive_ints("clients", FLAGS.clients))):
+    counts = set(positive_ints("clients", FLAGS.clients))
+    if not counts - {1}:
+        raise ConfigError(
+            f"--clients={FLAGS.clients!r} needs a count above 1 (the one client is the baseline and always runs)"
+        )
+    if stray := sorted(set(positive_ints("cold", FLAGS.cold)) - counts - {1} if FLAGS.cold else ()):
         raise ConfigError(f"--cold={FLAGS.cold!r} names {stray}, not among --clients={FLAGS.clients!r}")
     setting, base = study_config()
     ensure_dataset(base.dataset)

@@ -37,9 +37,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 from study import run_script  # noqa: E402
 
+from asgdjax.cli import define_config  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.plan import Candidate, Clocks, Lanes, ProtocolChoice  # noqa: E402
 from asgdjax.predict import Calibration  # noqa: E402
@@ -50,7 +50,7 @@ from asgdjax.sweep.grid import Point, apply  # noqa: E402
 from asgdjax.train import train  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/mnist.py")
-config_flags.DEFINE_config_file("config", CONFIG)
+define_config(CONFIG, "A config file.")
 flags.DEFINE_float("target", 0.97, "Target test accuracy.")
 flags.DEFINE_string("plan_flags", "--workers=2,4,8", "Extra asgdjax-plan flags (its search space).")
 flags.DEFINE_integer("seeds", 3, "Seeds (the plan's winners rerun with these; real runs use the same).")

@@ -24,10 +24,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
 from absl import flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 from study import run_script  # noqa: E402
 
-from asgdjax.cli import check_at_least, check_target, fail  # noqa: E402
+from asgdjax.cli import check_at_least, check_target, define_config, fail  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.flag_lists import positive_ints  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
@@ -36,7 +35,7 @@ from asgdjax.predict.targets import accuracy_curve, gradient_times, steady_rate 
 from asgdjax.train import train  # noqa: E402
 from asgdjax.train.validate import validate  # noqa: E402
 
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/default.py"))
+define_config(os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/default.py"), "A config file.")
 flags.DEFINE_bool("quick", False, "2 and 4 workers, small CNN, momentum 0.5, staleness_lr (unless given).")
 flags.DEFINE_string("workers", "2,4,8", "Worker counts.")
 flags.DEFINE_float("target", 0.97, "Target test accuracy.")

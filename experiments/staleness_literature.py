@@ -21,7 +21,9 @@ import os
 from absl import flags
 from study import configure, ensure_dataset, first_reaching, pyplot, run, run_script, save, savefig
 
+from asgdjax.cli import fail
 from asgdjax.configs import dai2019, zhang2016, zheng2017
+from asgdjax.flag_lists import items
 
 flags.DEFINE_bool("quick", False, "Short runs, fewer settings (a few minutes).")
 flags.DEFINE_string("study", "zhang,zheng,dai", "Which studies.")
@@ -197,12 +199,16 @@ def dai(out: str) -> dict:
 def main(argv):
     del argv
     global RUNS
+    studies = {"zhang": zhang, "zheng": zheng, "dai": dai}
+    names = items("study", FLAGS.study)
+    for name in names:
+        if name not in studies:
+            fail(f"--study={FLAGS.study!r} names {name!r}; allowed: {', '.join(studies)} (comma-separated)")
     ensure_dataset("mnist")
     out = os.path.join(FLAGS.outdir, "quick" if FLAGS.quick else "full")
     RUNS = os.path.join(FLAGS.outdir, "runs")  # shared: a run named by its settings is never recomputed
     os.makedirs(out, exist_ok=True)
-    studies = {"zhang": zhang, "zheng": zheng, "dai": dai}
-    for name in FLAGS.study.split(","):
+    for name in names:
         result = studies[name](out)
         save(f"{out}/{name}.json", result)
         print(f"{result['study']}: published: {result['published']}")

@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import platform
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
@@ -67,10 +68,14 @@ def run_script(main) -> None:
     PROGRAM[0] = os.path.basename(sys.argv[0])
 
     def guarded(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]!r}; pass settings as --FLAG=VALUE (--help lists them)")
         try:
             return main(argv)
         except ConfigError as e:
             fail(str(e))
+        except subprocess.CalledProcessError as e:  # a tool run by the script already said why, in one line
+            sys.exit(e.returncode if 0 < e.returncode < 128 else 1)
         except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:
             fail(f"{e.filename!r}: {e.strerror}; give a folder this script may write to (--outdir)")
 

@@ -44,6 +44,9 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.delay.sped=2", "unknown config key 'delay.sped' (did you mean 'delay.spread' or 'delay.speeds'"),
         ("--config.rule.name=x", "unknown config key 'rule.name' ('rule' is a value, not a group of keys)"),
         ("--config.mode=async --config.devices=a", "devices='a' is not allowed; use comma-separated device ids"),
+        ("--config.mode=sim --config.num_workers=4 --config.delay.speeds=1,2,3", "has 3 entries for num_workers=4"),
+        ("--config.mode=sim --config.delay.kind=uniform_staleness --config.delay.staleness_bound=-3", "bound=-3 is"),
+        ("--config.model=alexnet", "model 'alexnet' cannot take digits's 8x8x1 images"),
         ("--config.rule=fancy --config.mode=sim", "unknown rule 'fancy'; allowed: none, staleness_lr"),
         ("--config.mode=sim --config.max_staleness=-3", "max_staleness=-3 is not allowed"),
         ("--config.mode=sim --config.delay.kind=gamma", "unknown delay.kind 'gamma'"),
@@ -90,6 +93,7 @@ def test_a_config_file_given_an_argument_it_does_not_take(tmp_path):
         (["--dataset=mnist", "--npz=folder"], "--npz='folder' is a folder; give the .npz file in it"),
         (["--dataset=imagenet2012", "--npz=x.npz"], "which takes --manual_dir=FOLDER; --npz is for mnist and cifar10"),
         (["--dataset=cifar10", "--manual_dir=folder"], "--manual_dir='folder' is only for imagenet2012"),
+        (["mnist"], "unexpected arguments ['mnist']; name the dataset with --dataset=NAME"),
     ],
 )
 def test_prepare_refuses_a_source_the_dataset_does_not_read(tmp_path, args, message):

@@ -125,3 +125,7 @@ def test_bad_sweep_arguments_are_one_line(tmp_path):
     args = ["--config.dataset=mnist", f"--config.data_dir={tmp_path / 'tfds'}", "--sweep.seed=0,1", "--workdir=sw"]
     err = one_line_error(run_cli("sweep", args, tmp_path))  # before any point starts, nothing left behind
     assert "dataset 'mnist' is not prepared" in err and not (tmp_path / "sw").exists()
+    args = ["--config.steps=10", "--config.eval_every=10", "--sweep.momentum=0.5", "--workdir=done", "--noprogress"]
+    assert run_cli("sweep", args, tmp_path).returncode == 0
+    err = one_line_error(run_cli("sweep", [*args, "--config.batch_size=16"], tmp_path))  # not read back as its own
+    assert "holds a run with batch_size=32 (this config: 16)" in err

@@ -81,5 +81,18 @@ def get_model(name: str, num_classes: int, input_shape: tuple[int, int, int], *,
     return Classifier(MODELS[name](num_classes), (int(h), int(w), int(c)), dtype)
 
 
+def check_input(model: Classifier, name: str, dataset: str) -> None:
+    """ConfigError unless `model` can take the dataset's images (AlexNet's strided convolutions and pools
+    reduce 8x8 or 32x32 images to nothing); traced abstractly, no FLOPs."""
+    try:
+        jax.eval_shape(model.init, jax.random.key(0))
+    except (ZeroDivisionError, ValueError, TypeError) as e:
+        h, w, c = model.input_shape
+        raise ConfigError(
+            f"model {name!r} cannot take {dataset}'s {h}x{w}x{c} images ({type(e).__name__} building it); "
+            "use a model for small images (e.g. small_cnn, mlp) or a dataset of larger ones (imagenet2012)"
+        ) from None
+
+
 def param_count(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))

@@ -32,7 +32,9 @@ class Calibration:
 
     def for_workers(self, num_workers: int) -> DelayModel:
         """The delay model for `num_workers`: calibrated speeds for the first ones, 1 (typical) after."""
-        return dataclasses.replace(self.delay, speeds=tuple(self.delay.speeds[:num_workers]))
+        speeds = tuple(self.delay.speeds[:num_workers])
+        speeds += (1.0,) * (num_workers - len(speeds)) if speeds else ()
+        return dataclasses.replace(self.delay, speeds=speeds)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self.delay)

@@ -51,6 +51,8 @@ def run_grid(
         validate(c)
     rows: dict[int, Row] = {}
     todo = []
+    for p, c in zip(points, configs, strict=True):  # a point's folder holding another config: refused first
+        Workdir(os.path.join(workdir, p.name)).check_same_run(c.to_dict())
     for i, (p, c) in enumerate(zip(points, configs, strict=True)):
         done = read_json(os.path.join(workdir, p.name, "summary.json"))
         if done is not None and done.get("steps") == c.steps:

@@ -11,7 +11,7 @@ import jax
 from asgdjax.core.health import CollapseDetector
 from asgdjax.data import ArrayDataset, StreamingDataset, load_dataset
 from asgdjax.errors import ConfigError
-from asgdjax.models import get_model, param_count
+from asgdjax.models import check_input, get_model, param_count
 from asgdjax.parallel import Placement, group_devices
 from asgdjax.parallel.placement import bytes_per_device
 from asgdjax.train import tensorboard
@@ -80,6 +80,7 @@ def prepare(config) -> RunSetup:
     dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers)
     spec = dataset.spec
     model = get_model(config.model, spec.num_classes, spec.image_shape, dtype=config.dtype)
+    check_input(model, config.model, config.dataset)
     task = make_task(model, dataset, augment=config.augment, eval_examples=config.eval_examples)
     sampler_from_config(config, dataset.num_train)  # batch_size against every worker's shard
     if config.mode == "sim" and config.trace:
