@@ -66,6 +66,12 @@ def run_script(main) -> None:
     from asgdjax.errors import ConfigError
 
     PROGRAM[0] = os.path.basename(sys.argv[0])
+    if any(a in ("--help", "-h", "--helpshort", "-?") for a in sys.argv[1:]):  # absl's own help exits 1
+        from absl import flags
+
+        print((sys.modules["__main__"].__doc__ or PROGRAM[0]).strip())
+        print("\nflags:\n" + flags.FLAGS.main_module_help())
+        sys.exit(0)
 
     def guarded(argv):
         if len(argv) > 1:

@@ -33,3 +33,10 @@ def test_an_experiment_script_refuses_bad_input_in_one_line(tmp_path, script, ar
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert message in one_line_error(out)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_an_experiment_scripts_help_exits_0():
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "staleness_literature.py"), "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and "--study" in out.stdout and "Traceback" not in out.stderr
