@@ -37,7 +37,7 @@ def main(argv) -> None:
     from asgdjax.flag_lists import positive_ints
 
     start_tool(argv, target=FLAGS.target)
-    check_at_least(FLAGS.flag_values_dict(), {"calibrate_workers": 1, "calibrate_steps": 1})
+    check_at_least(FLAGS.flag_values_dict(), {"calibrate_workers": 1, "calibrate_steps": 1, "eval_every": 1})
     try:
         run(FLAGS.config, positive_ints("workers", FLAGS.workers))
     except ConfigError as e:

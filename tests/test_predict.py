@@ -89,6 +89,7 @@ def test_prediction_is_deterministic_for_a_calibration_and_seed(tmp_path):
         ("--workers=0,2", "--workers entry '0' is not allowed; use comma-separated integers >= 1"),
         ("--target=1.5", "--target=1.5 is not allowed"),
         ("--calibrate_steps=0", "--calibrate_steps=0 is not allowed; use an integer >= 1"),
+        ("--eval_every=0", "--eval_every=0 is not allowed; use an integer >= 1"),
         ("--calibration=/nonexistent.json", "calibration '/nonexistent.json' cannot be read"),
     ],
 )
