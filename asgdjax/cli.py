@@ -88,20 +88,20 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
     if not with_config:
         app.run(main_fn, flags_parser=parse_flags)
         return
-    define_config(DEFAULT_CONFIG, CONFIG_HELP, lock=True)
+    define_config(DEFAULT_CONFIG, CONFIG_HELP)
     app.run(main_fn, flags_parser=parse_flags)
 
 
-def define_config(default: str | None, help_text: str = CONFIG_HELP, *, lock: bool = False) -> None:
+def define_config(default: str | None, help_text: str = CONFIG_HELP) -> None:
     """Define --config (the tools' and the experiment scripts'): the file on the command line is checked and
     ml_collections applies the --config.KEY=VALUE overrides now, each error one line with exit 2."""
     if PROGRAM[0] == "asgdjax":
         PROGRAM[0] = os.path.basename(sys.argv[0])
-    path = config_argument(sys.argv[1:])
-    if path is not None:
-        check_config_file(path, with_argument=config_argument(sys.argv[1:], whole=True) != path)
+    given = config_argument(sys.argv[1:], whole=True)
+    if given is not None:
+        check_config_file(given.split(":", 1)[0], with_argument=":" in given)
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
-        config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock)
+        config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
     except (AttributeError, KeyError) as e:
         fail(_unknown_key(e, sys.argv[1:]))
     except (ValueError, TypeError) as e:
@@ -111,8 +111,7 @@ def define_config(default: str | None, help_text: str = CONFIG_HELP, *, lock: bo
 def _unknown_key(e: BaseException, argv: list[str]) -> str:
     """The line for a --config.KEY that the config does not have, with the closest keys of base.py."""
     known = [k.key for k in config_keys()]
-    given = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    unknown = next((k for k in given if k not in known), None)
+    unknown = next((k for k in overridden_keys(argv) if k not in known), None)
     if unknown is None:
         return f"bad config override ({type(e).__name__}: {e}); allowed: the keys of asgdjax/configs/base.py"
     close = difflib.get_close_matches(unknown, known, n=3, cutoff=0.7)
@@ -124,6 +123,11 @@ def _unknown_key(e: BaseException, argv: list[str]) -> str:
         f"unknown config key {unknown!r}{hint}; allowed: the keys of asgdjax/configs/base.py "
         "(asgdjax-train --help lists them)"
     )
+
+
+def overridden_keys(argv: list[str]) -> list[str]:
+    """The KEYs of the --config.KEY=VALUE arguments in `argv`, in order."""
+    return [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
 
 
 def print_help(program: str, doc: str, with_config: bool) -> None:

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from study import run_script  # noqa: E402
 
-from asgdjax.cli import check_at_least, check_target, define_config, fail  # noqa: E402
+from asgdjax.cli import check_at_least, check_target, define_config, fail, overridden_keys  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.flag_lists import positive_ints  # noqa: E402
 from asgdjax.predict.calibration import calibrate_workdir  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     if FLAGS.quick:  # its settings, except those the command line gives
-        given = {a[len("--config.") :].split("=", 1)[0] for a in sys.argv if a.startswith("--config.")}
+        given = overridden_keys(sys.argv)
         for key, value in QUICK.items():
             if key not in given:
                 config[key] = value
