@@ -115,7 +115,11 @@ class DelayModel:
     @classmethod
     def from_config(cls, c) -> DelayModel:
         text = str(c.speeds) if c.speeds else ""
-        speeds = tuple(numbers("config.delay.speeds", text, float, allowed="speeds > 0", ok=_positive)) if text else ()
+        speeds: tuple[float, ...] = ()
+        if text:  # one entry per worker: "1,1,3" is three workers, not two
+            speeds = tuple(
+                numbers("config.delay.speeds", text, float, allowed="speeds > 0", ok=_positive, unique=False)
+            )
         return cls(
             kind=c.kind,
             mean=float(c.mean),

@@ -11,21 +11,23 @@ from asgdjax.errors import ConfigError
 T = TypeVar("T", int, float)
 
 
-def items(flag: str, text: str) -> list[str]:
-    """The stripped entries of `text` in order, each once; at least one, and none empty (`1,,2` is a typo
-    more often than a list of two)."""
+def items(flag: str, text: str, *, unique: bool = True) -> list[str]:
+    """The stripped entries of `text` in order, each once (all of them when not `unique`: a list of per-worker
+    values); at least one, and none empty (`1,,2` is a typo more often than a list of two)."""
     out = [t.strip() for t in text.split(",")]
     if not any(out):
         raise ConfigError(f"--{flag}={text!r} is not allowed; give at least one comma-separated value")
     if not all(out):
         raise ConfigError(f"--{flag}={text!r} has an empty entry; give comma-separated values, e.g. 1,2,4")
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out)) if unique else out
 
 
-def numbers(flag: str, text: str, kind: Callable[[str], T], *, allowed: str, ok: Callable[[T], bool]) -> list[T]:
+def numbers(
+    flag: str, text: str, kind: Callable[[str], T], *, allowed: str, ok: Callable[[T], bool], unique: bool = True
+) -> list[T]:
     """The entries of `text` as `kind` (int or float), each passing `ok`; `allowed` says which pass."""
     out = []
-    for t in items(flag, text):
+    for t in items(flag, text, unique=unique):
         try:
             x = kind(t)
         except ValueError:

@@ -194,3 +194,14 @@ def test_a_lone_worker_runs_its_cycle_solo_times_as_long_and_shared_workers_as_b
     )
     with pytest.raises(ConfigError, match="delay.solo=0"):
         DelayModel("constant", solo=0.0)
+
+
+def test_config_speeds_are_one_per_worker_repeats_included():
+    """`delay.speeds="1,1,3"` is three workers (session 13's list parser dropped the repeat: two workers)."""
+    from asgdjax.configs.default import get_config
+
+    c = get_config().delay
+    c.speeds = "1,1,3"
+    assert DelayModel.from_config(c).speeds == (1.0, 1.0, 3.0)
+    c.speeds = ""
+    assert DelayModel.from_config(c).speeds == ()
