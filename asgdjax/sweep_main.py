@@ -21,7 +21,7 @@ from absl import flags, logging
 
 from asgdjax.cli import config_path, fail, run_app
 from asgdjax.sim.sweep import STRATEGIES
-from asgdjax.sweep import apply, grid, report, run_grid, split_argv
+from asgdjax.sweep import grid, report, run_grid, split_argv
 
 flags.DEFINE_string("workdir", None, "Output folder; default runs/sweep_<config name>.")
 flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "How points sharing a program run: auto (vmapped on GPU).")
@@ -30,7 +30,6 @@ SWEEPS: list[tuple[str, str]] = []
 
 
 def main(argv) -> None:
-    from asgdjax.data import require_prepared
     from asgdjax.errors import ConfigError
 
     if len(argv) > 1:
@@ -45,8 +44,6 @@ def main(argv) -> None:
     fresh = not os.path.exists(workdir)
     try:
         points = grid(config, SWEEPS)
-        for c in dict.fromkeys((p.dataset, p.data_dir or None) for p in (apply(config, q) for q in points)):
-            require_prepared(*c)
         os.makedirs(workdir, exist_ok=True)
         rows = run_grid(config, points, workdir, strategy=flags.FLAGS.strategy, progress=say)
     except ConfigError as e:

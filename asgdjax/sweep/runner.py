@@ -16,6 +16,7 @@ import numpy as np
 
 from asgdjax.core.health import divergence
 from asgdjax.core.protocol import ProtocolSpec
+from asgdjax.data import require_prepared
 from asgdjax.errors import Diverged
 from asgdjax.sim import Simulator
 from asgdjax.sim.sweep import Member, sweep
@@ -49,6 +50,8 @@ def run_grid(
     configs = [apply(base, p) for p in points]
     for c in configs:
         validate(c)
+    for dataset in dict.fromkeys((c.dataset, c.data_dir or None) for c in configs):  # before any point runs
+        require_prepared(*dataset)
     rows: dict[int, Row] = {}
     todo = []
     for p, c in zip(points, configs, strict=True):  # a point's folder holding another config: refused first
