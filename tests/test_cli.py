@@ -7,6 +7,8 @@ import pytest
 from conftest import shared_npz
 from helpers import one_line_error, run_cli
 
+RAY = "--config.mode=async --config.backend=ray"
+
 
 def run(args, tmp_path, env=None):
     return run_cli("train", args, tmp_path, env)
@@ -64,6 +66,8 @@ def test_default_job_reaches_95_percent_on_held_out_digits(tmp_path):
         ("--config.eval_examples=-5", "eval_examples=-5 is not allowed"),
         ("--config.mode=sim --config.rule_lambda=-1", "rule_lambda=-1.0 is not allowed; use a number >= 0"),
         ("--config.mode=sim --config.n_push=2 --config.local_learning_rate=nan", "local_learning_rate=nan is not"),
+        (f"{RAY} --config.ray_address=127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1 within 5 s"),
+        (f"{RAY} --config.ray_address=junk", "ray_address='junk' is not allowed; use 'auto', host:port or ray://"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, flag, message):

@@ -291,3 +291,34 @@ class RayWorkers:
 
         for a in self.actors:
             ray.kill(a)
+
+
+def check_ray_address(address: str, *, timeout: float = 5.0) -> None:
+    """The Ray cluster at `address` ("auto", "host:port" or "ray://host:port") answers a TCP connection
+    within `timeout` seconds. ray.init retries an unreachable address for minutes without heeding Ctrl-C,
+    so a run checks this before its workdir is touched."""
+    import socket
+
+    target = address
+    if address == "auto":
+        try:  # how ray.init itself resolves "auto": RAY_ADDRESS, else this host's running `ray start`
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except ConnectionError:
+            raise ConfigError(
+                "ray_address='auto' found no running Ray cluster on this host; start one with `ray start "
+                "--head`, give its host:port, or leave ray_address empty to start Ray inside the run"
+            ) from None
+        except (ImportError, AttributeError):  # a Ray without that helper: let ray.init resolve it
+            return
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"ray_address={address!r} is not allowed; use 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(
+            f"ray_address={address!r}: no Ray cluster answers at {host}:{port} within {timeout:g} s "
+            f"({e.strerror or e}); start one with `ray start --head` there, or leave ray_address empty"
+        ) from None

@@ -14,6 +14,7 @@ from asgdjax.errors import ConfigError
 from asgdjax.models import check_input, get_model, param_count
 from asgdjax.parallel import Placement, group_devices
 from asgdjax.parallel.placement import bytes_per_device
+from asgdjax.runtime.ray_workers import check_ray_address
 from asgdjax.train import tensorboard
 from asgdjax.train.build import optimizer_from_config, sampler_from_config
 from asgdjax.train.loop import RunContext, final_health
@@ -90,6 +91,8 @@ def prepare(config) -> RunSetup:
     check_memory(config, task, dataset)
     if config.mode == "async":  # the workers' devices (config.devices) exist and are enough
         group_devices(config.num_workers, config.model_parallel, config.devices)
+        if config.backend == "ray" and config.ray_address:
+            check_ray_address(config.ray_address)
     # Parameters (and everything shaped like them) live sharded over the first model_parallel devices.
     placement = Placement.for_task(task, group_devices(1, config.model_parallel)[0])
     optimizer = optimizer_from_config(config, config.learning_rate, config.steps)
