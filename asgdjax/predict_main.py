@@ -58,7 +58,7 @@ def predict_in(config, counts: list[int], given) -> None:
     """Calibrate (or take the given clock), simulate each worker count, print and write the predictions."""
     from asgdjax.predict.calibration import calibrate_workdir
     from asgdjax.predict.clock import calibration_run_config
-    from asgdjax.predict.predict import plot, predict
+    from asgdjax.predict.predict import check_folders, plot, predict
     from asgdjax.train import train
 
     if given is not None:
@@ -71,6 +71,7 @@ def predict_in(config, counts: list[int], given) -> None:
             show_progress=FLAGS.progress,
         )
         cal = calibrate_workdir(out)
+    check_folders(config, cal, counts, FLAGS.workdir, FLAGS.eval_every)
     cal.save(os.path.join(FLAGS.workdir, "calibration.json"))
     rows = predict(config, cal, counts, FLAGS.target, FLAGS.workdir, FLAGS.eval_every, FLAGS.progress)
     with open(os.path.join(FLAGS.workdir, "predictions.json"), "w") as f:

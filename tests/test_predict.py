@@ -116,3 +116,22 @@ def test_a_warm_starts_arrivals_fit_solo_and_only_the_rest_fit_the_shared_clock(
     del old["delay"]["solo"]
     (tmp_path / "old.json").write_text(json.dumps(old))
     assert Calibration.load(str(tmp_path / "old.json")).delay.solo == 1.0
+
+
+def test_a_prediction_on_another_clock_is_refused_naming_the_nested_key(tmp_path):
+    """asgdjax-predict checks every workers_K folder before it writes calibration.json, and the refusal names
+    the one delay field that differs (it printed two whole delay dicts)."""
+    from asgdjax.configs.default import get_config
+    from asgdjax.errors import ConfigError
+    from asgdjax.predict.predict import check_folders, sim_config
+
+    c = get_config()
+    cal = Calibration(DelayModel("lognormal", 0.002, 0.15, (1.0, 1.5), latency=1e-4, service=5e-4))
+    held = tmp_path / "workers_2"
+    held.mkdir()
+    (held / "config.json").write_text(json.dumps(sim_config(c, cal, 2, 50).to_dict()))
+    (held / "summary.json").write_text("{}")
+    check_folders(c, cal, [1, 2], str(tmp_path), 50)  # the same prediction: resumable
+    other = Calibration(DelayModel("lognormal", 0.004, 0.15, (1.0, 1.5), latency=1e-4, service=5e-4))
+    with pytest.raises(ConfigError, match=r"workers_2' holds a run with delay.mean=0.002 \(this config: 0.004\)"):
+        check_folders(c, other, [1, 2], str(tmp_path), 50)

@@ -28,6 +28,16 @@ def sim_config(config, calibration: Calibration, num_workers: int, eval_every: i
     return c
 
 
+def check_folders(config, calibration: Calibration, worker_counts: list[int], workdir: str, eval_every: int) -> None:
+    """Each workers_K folder is new or holds this very prediction (checked before anything is written, so a
+    refused prediction leaves the workdir's calibration and runs as they were)."""
+    from asgdjax.train.workdir import Workdir
+
+    for k in worker_counts:
+        run = Workdir(os.path.join(workdir, f"workers_{k}"))
+        run.check_same_run(sim_config(config, calibration, k, eval_every).to_dict())
+
+
 def predict(
     config,
     calibration: Calibration,

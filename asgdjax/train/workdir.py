@@ -80,7 +80,7 @@ class Workdir:
         previous = self.previous_config()
         if previous is None:
             return
-        current = json.loads(json.dumps(config_dict))
+        previous, current = _dotted(previous), _dotted(json.loads(json.dumps(config_dict)))
         diffs = [
             k
             for k in sorted(set(previous) | set(current))
@@ -141,3 +141,14 @@ def _read_holder(fd: int) -> str:
         return f"process {info['pid']} on {info['host']} (since {since})"
     except (OSError, ValueError, KeyError):
         return "another process"
+
+
+def _dotted(config: dict, prefix: str = "") -> dict:
+    """{"delay": {"mean": 1}} -> {"delay.mean": 1}: a refusal names the one nested key that differs."""
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            flat.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
