@@ -14,7 +14,7 @@ import sys
 
 from absl import flags, logging
 
-from asgdjax.cli import config_path, exhaustion, fail, kept, run_app
+from asgdjax.cli import config_path, exhaustion, fail, kept, overridden_keys, run_app
 
 flags.DEFINE_string("workdir", None, "Output folder (resumed if it holds a run); default runs/<config name>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -37,6 +37,10 @@ def main(argv) -> None:
     try:
         from asgdjax.train import check, train
         from asgdjax.train.report import print_summary
+        from asgdjax.train.validate import unused_settings
+
+        for note in unused_settings(config, overridden_keys(sys.argv[1:])):
+            print(f"asgdjax-train: note: {note}", file=sys.stderr)
 
         if flags.FLAGS.dry_run:
             print(f"asgdjax-train: ok: {check(config, workdir)}")

@@ -19,7 +19,7 @@ import sys
 
 from absl import flags, logging
 
-from asgdjax.cli import config_path, fail, run_app
+from asgdjax.cli import config_path, fail, overridden_keys, run_app
 from asgdjax.sim.sweep import STRATEGIES
 from asgdjax.sweep import grid, report, run_grid, split_argv
 
@@ -44,6 +44,7 @@ def main(argv) -> None:
     fresh = not os.path.exists(workdir)
     try:
         points = grid(config, SWEEPS)
+        print_notes(config, points)
         os.makedirs(workdir, exist_ok=True)
         rows = run_grid(config, points, workdir, strategy=flags.FLAGS.strategy, progress=say)
     except ConfigError as e:
@@ -55,7 +56,22 @@ def main(argv) -> None:
     )
     paths = report.write(rows, workdir, command=command)
     print_table(report.table(rows))
+    if "kept" in paths:
+        print(
+            f"the earlier sweep's table in this workdir is kept as {paths['kept']} (and its .csv, .png)",
+            file=sys.stderr,
+        )
     print(f"outputs: {paths['json']}, {paths['csv']}, {paths['png']}", file=sys.stderr)
+
+
+def print_notes(config, points) -> None:
+    """What the sweep's points ignore of the command line (once each), as asgdjax-train says it."""
+    from asgdjax.sweep.grid import apply
+    from asgdjax.train.validate import unused_settings
+
+    given = overridden_keys(sys.argv[1:]) + [k for k, _ in SWEEPS]
+    for note in dict.fromkeys(n for p in points for n in unused_settings(apply(config, p), given)):
+        print(f"asgdjax-sweep: note: {note}", file=sys.stderr)
 
 
 def print_table(table: list[dict]) -> None:

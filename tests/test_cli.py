@@ -171,3 +171,27 @@ def test_help_lists_every_config_key_with_its_default(tmp_path):
     for section in ("Training:", "Asynchrony", "Staleness rules:", "Simulator", "Runtime", "Guards and faults:"):
         assert section in out.stdout
     assert "--config.momentum=0.9  # the total momentum wanted" in out.stdout
+
+
+def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
+    """A key the mode does not read, augment on a dataset without it, and a warm start as long as the run
+    each get a note line on stderr (the run itself is not refused: exit 0)."""
+    from asgdjax.configs.default import get_config
+    from asgdjax.train.validate import unused_settings
+
+    c = get_config()
+    c.mode, c.num_workers, c.steps = "sim", 4, 50
+    (warm,) = unused_settings(c, [])
+    assert "warm_start_steps=100 covers all steps=50: worker 0 trains alone throughout" in warm
+    c.mode = "async"
+    assert unused_settings(c, ["delay.mean", "backend", "sim_chunk"]) == [
+        "--config.delay.mean is read by mode=sim only; this mode=async run ignores it",
+        "--config.sim_chunk is read by mode=sim only; this mode=async run ignores it",
+        warm,
+    ]
+    args = ["--config.num_workers=4", "--config.ray_address=auto", "--config.augment=true", "--dry_run"]
+    out = run(args, tmp_path)
+    assert out.returncode == 0 and "ok: mode=sync" in out.stdout, out.stderr[-2000:]
+    notes = [line for line in out.stderr.splitlines() if line.startswith("asgdjax-train: note: ")]
+    assert [n.split()[2] for n in notes] == ["--config.num_workers", "--config.ray_address", "--config.augment=true"]
+    assert "ray_address is read by mode=async only; this mode=sync run ignores it" in notes[1]

@@ -129,3 +129,26 @@ def test_bad_sweep_arguments_are_one_line(tmp_path):
     assert run_cli("sweep", args, tmp_path).returncode == 0
     err = one_line_error(run_cli("sweep", [*args, "--config.batch_size=16"], tmp_path))  # not read back as its own
     assert "holds a run with batch_size=32 (this config: 16)" in err
+
+
+def test_every_point_is_checked_before_the_first_runs(tmp_path):
+    """A later point whose batch cannot fit its worker's shard is refused before any point trains."""
+    args = ["--config.mode=sim", "--config.steps=10", "--sweep.num_workers=1,64", "--workdir=sw"]
+    err = one_line_error(run_cli("sweep", args, tmp_path))
+    assert "exceeds a worker's shard of 22 examples (1438 examples / 64 workers)" in err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_another_sweep_in_the_workdir_keeps_the_earlier_table_and_ignored_keys_are_noted(tmp_path):
+    args = ["--config.steps=10", "--config.eval_every=10", "--workdir=sw", "--noprogress"]
+    first = run_cli("sweep", [*args, "--sweep.momentum=0.5"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli("sweep", [*args, "--sweep.momentum=0.5,0.8"], tmp_path)  # extended: replaced, nothing lost
+    assert again.returncode == 0 and not (tmp_path / "sw" / "sweep.1.json").exists()
+    other = run_cli("sweep", [*args, "--sweep.learning_rate=0.1", "--config.num_workers=4"], tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "kept as" in other.stderr and "sweep.1.json (and its .csv, .png)" in other.stderr
+    assert "note: --config.num_workers is read by mode=sim and mode=async only; this mode=sync run" in other.stderr
+    kept = json.loads((tmp_path / "sw" / "sweep.1.json").read_text())["rows"]
+    assert [r["momentum"] for r in kept] == [0.5, 0.8] and (tmp_path / "sw" / "sweep.1.png").exists()
+    assert [r["learning_rate"] for r in json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]] == [0.1]

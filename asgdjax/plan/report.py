@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from asgdjax.plan.search import Plan
+from asgdjax.train.outputs import keep_earlier
 
 
 def to_json(plan: Plan, *, command: str, target: float, clocks: dict[str, Any], recommended_command: str) -> dict:
@@ -36,14 +37,8 @@ def to_json(plan: Plan, *, command: str, target: float, clocks: dict[str, Any], 
 def write(plan: Plan, workdir: str, record: dict) -> dict[str, str]:
     """plan.json and plan.png in `workdir`; an earlier plan there is kept as plan.N.json/png (paths["kept"])."""
     paths = {"json": os.path.join(workdir, "plan.json"), "png": os.path.join(workdir, "plan.png")}
-    if os.path.exists(paths["json"]):
-        n = 1
-        while os.path.exists(os.path.join(workdir, f"plan.{n}.json")):
-            n += 1
-        for kind in ("json", "png"):
-            if os.path.exists(paths[kind]):
-                os.replace(paths[kind], os.path.join(workdir, f"plan.{n}.{kind}"))
-        paths["kept"] = os.path.join(workdir, f"plan.{n}.json")
+    if kept := keep_earlier(workdir, "plan", ("json", "png")):
+        paths["kept"] = kept
     with open(paths["json"], "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from asgdjax.sweep.runner import Row
+from asgdjax.train.outputs import keep_earlier, read_json
 
 COLUMNS = (
     "final_test_accuracy",
@@ -29,9 +30,15 @@ def table(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 def write(rows: list[Row], workdir: str, *, command: str, metric: str = "final_test_accuracy") -> dict[str, str]:
-    """sweep.json, sweep.csv and sweep.png in `workdir`; returns their paths."""
+    """sweep.json, sweep.csv and sweep.png in `workdir`; returns their paths. A table there with a point this
+    one lacks (another sweep) is kept as sweep.N.json/csv/png (paths["kept"]); a resumed or extended sweep's
+    replaces it, since the new table holds every earlier row."""
     t = table(rows)
     paths = {ext: os.path.join(workdir, f"sweep.{ext}") for ext in ("json", "csv", "png")}
+    earlier = read_json(paths["json"]) or {"rows": []}
+    lost = {r.get("workdir") for r in earlier.get("rows", [])} - {r["workdir"] for r in t}
+    if lost and (kept := keep_earlier(workdir, "sweep", ("json", "csv", "png"))):
+        paths["kept"] = kept
     with open(paths["json"], "w") as f:
         json.dump({"command": command, "metric": metric, "rows": t}, f, indent=2)
     with open(paths["csv"], "w", newline="") as f:

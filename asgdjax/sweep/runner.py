@@ -24,7 +24,7 @@ from asgdjax.sweep.grid import Point, apply, program_key
 from asgdjax.train import train
 from asgdjax.train.build import hparams_from_config, keys, sampler_from_config, schedule_from_config, server_factory
 from asgdjax.train.outputs import MetricsWriter, read_json, write_json
-from asgdjax.train.run import prepare
+from asgdjax.train.run import check, prepare
 from asgdjax.train.sim import record_events
 from asgdjax.train.task import device_data
 from asgdjax.train.validate import validate
@@ -52,6 +52,8 @@ def run_grid(
         validate(c)
     for dataset in dict.fromkeys((c.dataset, c.data_dir or None) for c in configs):  # before any point runs
         require_prepared(*dataset)
+    for p, c in zip(points, configs, strict=True):  # all the trainer checks (shards, images, memory, devices)
+        check(c, os.path.join(workdir, p.name))
     rows: dict[int, Row] = {}
     todo = []
     for p, c in zip(points, configs, strict=True):  # a point's folder holding another config: refused first

@@ -62,6 +62,21 @@ def read_json(path: str) -> dict | None:
         return json.load(f)
 
 
+def keep_earlier(workdir: str, stem: str, exts: tuple[str, ...]) -> str | None:
+    """Move an earlier STEM.EXT set (a plan, a sweep's table) to the first free STEM.N.EXT, so a tool rerun
+    into the same workdir never overwrites another result silently; returns the kept .json path, or None."""
+    first = os.path.join(workdir, f"{stem}.{exts[0]}")
+    if not os.path.exists(first):
+        return None
+    n = 1
+    while os.path.exists(os.path.join(workdir, f"{stem}.{n}.{exts[0]}")):
+        n += 1
+    for ext in exts:
+        if os.path.exists(path := os.path.join(workdir, f"{stem}.{ext}")):
+            os.replace(path, os.path.join(workdir, f"{stem}.{n}.{ext}"))
+    return os.path.join(workdir, f"{stem}.{n}.{exts[0]}")
+
+
 def _plain(v):
     if isinstance(v, (np.generic, jax.Array)):
         return np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist()

@@ -60,7 +60,8 @@ def check(config, workdir: str) -> str:
     setup = _checked(config, workdir)
     if isinstance(setup.dataset, StreamingDataset):
         setup.dataset.close()
-    workers = "" if config.mode == "sync" else f", {config.num_workers} workers ({config.protocol})"
+    plural = "" if config.num_workers == 1 else "s"
+    workers = "" if config.mode == "sync" else f", {config.num_workers} worker{plural} ({config.protocol})"
     return (
         f"mode={config.mode}{workers}, {config.model} on {config.dataset} ({setup.dataset.num_train} training "
         f"examples), {config.steps} gradients of {config.batch_size}, into {os.path.abspath(workdir)}"

@@ -38,3 +38,37 @@ def validate(config) -> None:
         from asgdjax.train.build import validate_async
 
         validate_async(config)
+
+
+# Keys (top-level; "delay" covers delay.*) that only some modes read, by base.py's sections.
+SIM_ONLY = ("trace", "sim_strategy", "sim_memory", "sim_chunk", "delay")
+ASYNC_ONLY = ("backend", "devices", "ray_address", "ray_cpus_per_worker", "ray_gpus_per_worker", "worker_timeout")
+NOT_SYNC = (
+    *("num_workers", "protocol", "softsync_n", "max_staleness", "n_fetch", "n_push", "local_learning_rate"),
+    *("warm_start_steps", "rule", "rule_lambda", "staleness_cap", "max_worker_failures", "fail_at"),
+    *SIM_ONLY,
+    *ASYNC_ONLY,
+)
+
+
+def unused_settings(config, given: list[str]) -> list[str]:
+    """What this run ignores of what the user asked for (`given`: the --config.KEY names on the command line),
+    one note line each, so a setting never goes unused without a word; also a warm start as long as the
+    run, which leaves no step asynchronous."""
+    notes = []
+    ignored = {"sync": NOT_SYNC, "sim": ASYNC_ONLY, "async": SIM_ONLY}.get(config.mode, ())
+    for key in dict.fromkeys(given):
+        top = key.split(".")[0]
+        if top in ignored:
+            where = "async" if top in ASYNC_ONLY else "sim" if top in SIM_ONLY else "sim and mode=async"
+            notes.append(f"--config.{key} is read by mode={where} only; this mode={config.mode} run ignores it")
+    spec = DATASETS.get(config.dataset)
+    if "augment" in given and config.augment and spec is not None and not spec.augment:
+        natural = ", ".join(n for n, s in sorted(DATASETS.items()) if s.augment)
+        notes.append(f"--config.augment=true does nothing on {config.dataset} (crop + flip is for {natural})")
+    if config.mode != "sync" and config.num_workers > 1 and config.warm_start_steps >= config.steps:
+        notes.append(
+            f"warm_start_steps={config.warm_start_steps} covers all steps={config.steps}: worker 0 trains alone "
+            "throughout and no step is asynchronous; lower --config.warm_start_steps (0 = no warm start)"
+        )
+    return notes
