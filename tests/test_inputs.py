@@ -234,4 +234,5 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path):
     args = ["--config.mode=sim", "--config.num_workers=5000000", "--config.sampler=replacement", "--workdir=run"]
     err = one_line_error(run_cli("train", [*args, "--noprogress"], tmp_path))
     assert "needs about" in err and "worker copies" in err and "available host memory" in err
+    assert "GiB a run may take (90% of the " in err  # the figure compared is the one shown
     assert not (tmp_path / "run").exists()

@@ -69,10 +69,10 @@ def check_fits(estimate: Estimate, what: str, *, advice: str, device: jax.Device
         return
     part, size = max(estimate.parts.items(), key=lambda kv: kv[1])
     raise ConfigError(
-        f"{what} needs about {_gib(estimate.total_bytes)} ({part}: {_gib(size)}), more than the {_gib(limit)} of "
-        f"{where}; {advice}"
+        f"{what} needs about {_gib(estimate.total_bytes)} ({part}: {_gib(size)}), more than the {_gib(0.9 * limit)} "
+        f"a run may take (90% of the {_gib(limit)} of {where}); {advice}"
     )
 
 
-def _gib(n: int) -> str:
+def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
