@@ -100,6 +100,8 @@ def define_config(default: str | None, help_text: str = CONFIG_HELP) -> None:
     given = config_argument(sys.argv[1:], whole=True)
     if given is not None:
         check_config_file(given.split(":", 1)[0], with_argument=":" in given)
+    elif default is None and (keys := overridden_keys(sys.argv[1:])):
+        fail(f"--config.{keys[0]} overrides a config file, and none is named; add --config=PATH (see --help)")
     try:  # ml_collections applies --config.KEY=VALUE overrides while the flag is defined
         config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
     except (AttributeError, KeyError) as e:

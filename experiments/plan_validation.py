@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from study import run_script  # noqa: E402
 
-from asgdjax.cli import define_config  # noqa: E402
+from asgdjax.cli import check_at_least, define_config, fail  # noqa: E402
 from asgdjax.core.trace import Trace  # noqa: E402
 from asgdjax.plan import Candidate, Clocks, Lanes, ProtocolChoice  # noqa: E402
 from asgdjax.predict import Calibration  # noqa: E402
@@ -48,6 +48,7 @@ from asgdjax.predict.predict import sim_config  # noqa: E402
 from asgdjax.predict.targets import accuracy_curve, gradient_times  # noqa: E402
 from asgdjax.sweep.grid import Point, apply  # noqa: E402
 from asgdjax.train import train  # noqa: E402
+from asgdjax.train.outputs import read_json  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "asgdjax/configs/mnist.py")
 define_config(CONFIG, "A config file.")
@@ -237,14 +238,18 @@ def per_gradient(run: dict) -> float:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    check_at_least(FLAGS.flag_values_dict(), {"seeds": 1, "eval_every": 1})
     config = FLAGS.config
     out = os.path.join(FLAGS.outdir, FLAGS.tag)
-    os.makedirs(out, exist_ok=True)
     if FLAGS.resummarize:
-        with open(os.path.join(out, "validation.json")) as f:
-            result = json.load(f)
+        result = read_json(os.path.join(out, "validation.json"))
+        if result is None:
+            fail(
+                f"--resummarize: {os.path.join(out, 'validation.json')!r} is missing; run the validation without --resummarize first"
+            )
         result["comparisons"] = [summarize(c) for c in result["comparisons"]]
         return report(result, out)
+    os.makedirs(out, exist_ok=True)
     plan, plan_wall = run_plan(os.path.join(out, "plan"))
     rec = plan["recommended"]
     if FLAGS.cost_only:

@@ -20,6 +20,9 @@ CASES = [
     ("predictor_validation.py", ["--tag="], "--tag='' is not allowed"),
     ("predictor_validation.py", ["--steps=0"], "--steps=0 is not allowed; use an integer >= 1"),
     ("plan_validation.py", ["--config.stepz=3"], "unknown config key 'stepz'"),
+    ("plan_validation.py", ["--eval_every=0"], "--eval_every=0 is not allowed; use an integer >= 1"),
+    ("plan_validation.py", ["--resummarize"], "validation.json' is missing; run the validation without"),
+    ("paper_gpu_asgd.py", ["--config.steps=20"], "--config.steps overrides a config file, and none is named"),
     ("paper_gpu_asgd.py", ["--quick", "--clients=1"], "--clients='1' needs a count above 1"),
     ("paper_gpu_asgd.py", ["--quick", "--clients=2,4", "--cold=8"], "--cold='8' names [8], not among"),
 ]
