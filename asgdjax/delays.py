@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers as _numbers
 
 import jax
 import numpy as np
@@ -55,6 +56,7 @@ class DelayModel:
     solo: float = 1.0
 
     def __post_init__(self):
+        self._check_types()
         if self.kind not in KINDS:
             raise ConfigError(f"unknown delay.kind {self.kind!r}; allowed: {', '.join(KINDS)}")
         if not (math.isfinite(self.mean) and self.mean > 0):
@@ -85,6 +87,21 @@ class DelayModel:
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"delay.{key}={value!r} is not allowed; use a number >= 0 (0 = free)")
+
+    def _check_types(self) -> None:
+        """Every field a number (speeds: numbers, one per worker); a list of speeds is kept as a tuple."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "speeds":
+                if not isinstance(value, tuple | list) or not all(_is_number(x) for x in value):
+                    raise ConfigError(
+                        f"delay.speeds={value!r} is not allowed; use a tuple of numbers > 0, one per worker"
+                    )
+                object.__setattr__(self, "speeds", tuple(float(x) for x in value))
+            elif f.name == "staleness_bound" and (isinstance(value, bool) or not isinstance(value, _numbers.Integral)):
+                raise ConfigError(f"delay.staleness_bound={value!r} is not allowed; use an integer >= 0")
+            elif f.name != "kind" and not _is_number(value):
+                raise ConfigError(f"delay.{f.name}={value!r} is not allowed; use a number")
 
     def with_payload(self, model_bytes: float) -> DelayModel:
         """This model with payload_bytes < 0 ("the model's parameters") resolved to `model_bytes`."""
@@ -171,3 +188,7 @@ class StepTimes:
 
 def _positive(x: float) -> bool:
     return 0 < x < float("inf")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, _numbers.Real) and not isinstance(value, bool)

@@ -130,10 +130,82 @@ def test_bad_front_door_input_is_one_line(problem):
         (dict(rule="fancy"), "unknown rule 'fancy'"),
         (dict(protocol=asgdjax.ProtocolSpec(n_push=2)), "needs local_learning_rate"),
         (dict(steps=None), "steps is required"),
+        (dict(num_workers=4, delays=asgdjax.DelayModel(speeds=(1, 1, 8))), "delays.speeds has 3 entries for num_wo"),
+        (dict(num_workers=4, protocol=3), r"protocol=3 is not allowed; use 'async', 'softsync', 'sync' or an"),
+        (dict(num_workers=4, protocol=asgdjax.ProtocolSpec(num_workers=8)), "num_workers=4 but protocol=Protoc"),
+        (dict(max_loss=-1), r"max_loss=-1 is not allowed; use a number > 0 \(math.inf: no limit\)"),
+        (dict(local_learning_rate="0.1"), "local_learning_rate='0.1' is not allowed; use a number >= 0"),
+        (dict(log_every=-1), "log_every=-1 is not allowed"),
+        (dict(eval_fn="acc"), "eval_fn='acc' is not callable"),
+        (dict(rule=None), "rule=None is not allowed; use a name from asgdjax.RULES or an optax transformation"),
+        (dict(delays="exponential"), "delays='exponential' is not allowed; use an asgdjax.DelayModel"),
+        (dict(trace=np.zeros(3)), "is not allowed; use a Trace"),
+        (dict(sampler=None), "sampler=None is not allowed"),
+        (dict(key="seed"), "key='seed' is not allowed; use an integer seed or a jax.random.key"),
+        (dict(strategy="fast"), "strategy='fast' is not allowed; use one of auto, sequential, scan, waves"),
+        (dict(data=(x.tolist(), y.tolist())), "a Python list is a pytree of its elements, so give numpy arrays"),
     ]
     for kw, message in cases:
         with pytest.raises(ConfigError, match=message):
             run(**kw)
+    with pytest.raises(ConfigError, match=r"delay.mean='1' is not allowed; use a number"):
+        asgdjax.DelayModel(mean="1")
+    real = lambda **kw: asgdjax.run_async(least_squares, jnp.zeros(D), (x, y), optimizer=optax.sgd(0.1), steps=10, **kw)
+    for kw, message in [
+        (dict(max_loss="inf"), "max_loss='inf' is not allowed"),  # before the run, not after it
+        (dict(worker_timeout=-1), "worker_timeout=-1 is not allowed; use seconds >= 0"),
+        (dict(max_worker_failures=-1), "max_worker_failures=-1 is not allowed"),
+        (dict(num_workers=2, devices=["cpu:0", "cpu:0"]), "give 2 entries \\(one per worker\\), each a jax.Device"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            real(**kw)
+
+
+def test_a_loss_or_parameters_the_door_cannot_differentiate_are_one_line(problem):
+    x, y = problem
+    run = lambda loss, params: asgdjax.simulate(loss, params, (x, y), optimizer=optax.sgd(0.1), steps=10)
+    with pytest.raises(ConfigError, match="loss_fn returned a tuple of 2; return the scalar loss only"):
+        run(lambda w, b: (least_squares(w, b), 1.0), jnp.zeros(D))
+    with pytest.raises(ConfigError, match=r"loss_fn returned float32\[32\]; return one float scalar"):
+        run(lambda w, b: (b[0] @ w - b[1]) ** 2, jnp.zeros(D))
+    with pytest.raises(ConfigError, match=r"params leaf \['n'\] is int32: every leaf is trained"):
+        run(lambda p, b: least_squares(p["w"], b), {"w": jnp.zeros(D), "n": jnp.zeros((), jnp.int32)})
+
+
+def test_a_replay_on_other_inputs_is_refused_and_a_saved_trace_replays_by_path(problem, tmp_path):
+    """The trace records the key, batch size, sampler and data shapes its gradients used; a replay on others
+    would follow the same order to other numbers, so it is refused naming what differs."""
+    x, y = problem
+    common = dict(optimizer=optax.sgd(0.01), batch_size=B)
+    real = asgdjax.run_async(least_squares, jnp.zeros(D), (x, y), num_workers=2, steps=40, **common)
+    replay = lambda data=(x, y), **kw: asgdjax.simulate(least_squares, jnp.zeros(D), data, **{**common, **kw})
+    for kw, message in [
+        (dict(key=1), "trace was recorded with another key; an exact replay needs the same data, batch_size"),
+        (dict(batch_size=4), "trace was recorded with batch_size=8, not 4"),
+        (dict(sampler="replacement"), "trace was recorded with sampler='ShardSampler', not 'ReplacementSampler'"),
+        (dict(data=(x[:256], y[:256])), "trace was recorded with num_examples=512, not 256"),
+        (dict(delays=asgdjax.DelayModel("constant")), "delays= is not used when a trace is given"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            replay(trace=real.trace, **kw)
+    real.trace.save(str(tmp_path / "trace.npz"))
+    again = replay(trace=str(tmp_path / "trace.npz"))
+    np.testing.assert_allclose(np.asarray(again.params), np.asarray(real.params), atol=1e-6, rtol=1e-6)
+
+
+def test_plain_optax_rules_uniform_staleness_and_a_recovered_nan_run(problem):
+    x, y = problem
+    base = dict(optimizer=optax.sgd(0.01), num_workers=4, steps=120)
+    for rule in (optax.clip(100.0), optax.identity()):  # plain GradientTransformations: staleness kwargs dropped
+        assert asgdjax.simulate(least_squares, jnp.zeros(D), (x, y), rule=rule, **base).ok
+    dai = asgdjax.DelayModel("uniform_staleness", staleness_bound=3)  # Dai et al. 2019: a ring of versions
+    r = asgdjax.simulate(least_squares, jnp.zeros(D), (x, y), delays=dai, **base)
+    assert r.ok and r.stats.staleness_max <= 3 and r.stats.staleness_mean > 0.5
+    poisoned = x.copy()
+    poisoned[5] = np.nan  # one example: its gradients are rejected by the server, the run trains on
+    r = asgdjax.simulate(least_squares, jnp.zeros(D), (poisoned, y), log_every=10, **base)
+    assert r.status == "ok" and r.reason.startswith("recovered from train_loss=nan at gradient ")
+    assert r.rejected.nonfinite >= 1 and np.isfinite(r.final_loss)
 
 
 def test_repeated_calls_with_the_same_loss_and_optimizer_compile_once(problem):

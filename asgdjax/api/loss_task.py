@@ -37,6 +37,32 @@ class LossTask:
             raise ConfigError(f"loss_fn={loss_fn!r} is not callable; give loss(params, batch[, key]) -> scalar")
         return cls(loss_fn, params, _takes_key(loss_fn))
 
+    def check_shapes(self, data: Any, batch_size: int) -> None:
+        """Traced abstractly on one batch (no FLOPs): every parameter leaf is a float array (gradients are
+        taken with respect to all of them) and the loss returns one scalar; otherwise one line saying so."""
+        params = jax.eval_shape(self.init, jax.random.key(0))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                raise ConfigError(
+                    f"params leaf {jax.tree_util.keystr(path)} is {leaf.dtype}: every leaf is trained, so give "
+                    "floating-point arrays only (for flax.nnx: graphdef, params, rest = nnx.split(model, nnx.Param, "
+                    "...), pass params and merge the rest back inside the loss)"
+                )
+        batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *np.shape(x)[1:]), x.dtype), data)
+        args = (params, batch, jax.random.key(0)) if self.takes_key else (params, batch)
+        out = jax.eval_shape(self.loss_fn, *args)
+        if isinstance(out, tuple | list):
+            raise ConfigError(
+                f"loss_fn returned a {type(out).__name__} of {len(out)}; return the scalar loss only (e.g. "
+                "lambda p, b: loss(p, b)[0]): auxiliary outputs are not carried"
+            )
+        shape = getattr(out, "shape", None)
+        if shape != () or not jnp.issubdtype(out.dtype, jnp.inexact):
+            raise ConfigError(
+                f"loss_fn returned {getattr(out, 'dtype', type(out).__name__)}{list(shape or [])}; return one "
+                "float scalar (e.g. the jnp.mean of per-example losses)"
+            )
+
     def init(self, key: jax.Array) -> Params:
         if callable(self.params) and not _is_pytree_of_arrays(self.params):
             return self.params(key)
@@ -75,7 +101,10 @@ def check_data(data: Any, name: str = "data") -> int:
     for leaf in leaves:
         shape = np.shape(leaf)
         if not shape:
-            raise ConfigError(f"{name} holds a scalar; every array needs one row per example (a leading axis)")
+            raise ConfigError(
+                f"{name} holds a scalar; every array needs one row per example (a leading axis); a Python list "
+                "is a pytree of its elements, so give numpy arrays, e.g. (np.asarray(X), np.asarray(y))"
+            )
         sizes.append(shape[0])
     if len(set(sizes)) != 1:
         raise ConfigError(

@@ -4,6 +4,7 @@ the same call shape means the same run in both."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 import optax
 
+from asgdjax.api import arguments
 from asgdjax.api.loss_task import LossTask, check_data
 from asgdjax.api.result import Result, history_from_losses, rejections
 from asgdjax.core.keys import RunKeys, run_keys
@@ -96,7 +98,9 @@ CALL_ARGS = (
 
 
 def problem_of_call(call: dict[str, Any], *, trace: Trace | None) -> Problem:
-    """build_problem from a front-door call's own arguments (`simulate` and `run_async` take the same ones)."""
+    """build_problem from a front-door call's own arguments (`simulate` and `run_async` take the same ones),
+    each checked first (asgdjax.api.arguments)."""
+    call = arguments.common(call)
     protocol = ProtocolArgs(call["num_workers"], call["protocol"])
     return build_problem(**{k: call[k] for k in CALL_ARGS}, protocol=protocol, trace=trace)
 
@@ -127,16 +131,12 @@ def build_problem(
             raise ConfigError(f"steps={steps} but the trace holds {trace.num_gradients} gradients; leave steps out")
     if steps is None:
         raise ConfigError("steps is required (gradients to compute), unless a trace to replay is given")
-    _positive("steps", steps)
-    _positive("batch_size", batch_size)
     if not (isinstance(optimizer, optax.GradientTransformation) or hasattr(optimizer, "update")):
         raise ConfigError(f"optimizer={optimizer!r} is not an optax GradientTransformation; e.g. optax.sgd(0.1)")
     if spec.local_updates and local_learning_rate is None:
         raise ConfigError(
             "n_fetch or n_push > 1 (Downpour local steps) needs local_learning_rate=LR for the workers' own SGD"
         )
-    if not isinstance(staleness_cap, int) or staleness_cap < -1:
-        raise ConfigError(f"staleness_cap={staleness_cap!r} is not allowed; use -1 (no cap) or an integer >= 0")
     n = check_data(data)
     keys = run_keys(key)
     smp: Sampler
@@ -152,9 +152,12 @@ def build_problem(
         return Server(tx, optimizer, num_workers=k, staleness_cap=staleness_cap)
 
     llr = float(local_learning_rate) if local_learning_rate is not None else 0.0
+    task = LossTask.of(loss_fn, params)
+    on_device = jax.device_put(jax.tree.map(np.asarray, data))
+    task.check_shapes(on_device, batch_size)
     return Problem(
-        task=LossTask.of(loss_fn, params),
-        data=jax.device_put(jax.tree.map(np.asarray, data)),
+        task=task,
+        data=on_device,
         spec=spec,
         make_server=make_server,
         hparams={"learning_rate": 0.0, "local_learning_rate": llr},
@@ -167,27 +170,30 @@ def build_problem(
     )
 
 
-def _positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{key}={value!r} is not allowed; use a positive integer")
-
-
 def verdict(history, rejected, gradients: int, max_loss: float) -> tuple[str, str]:
-    """ok / diverged / collapsed, with the reason (asgdjax.core.health's rules)."""
+    """ok / diverged / collapsed, with the reason (asgdjax.core.health's rules). Diverged: the loss is NaN,
+    Inf or above max_loss at the end (a bad window the run recovered from, e.g. one NaN example whose
+    gradient the server rejected, is named in an ok verdict's reason), or most gradients were rejected."""
     from asgdjax.core import health
 
-    for loss in history.train_loss:
-        why = health.divergence(float(loss), limit=max_loss)
-        if why:
-            return "diverged", why
+    flags = [health.divergence(float(loss), limit=max_loss, name="max_loss") for loss in history.train_loss]
+    if flags and flags[-1]:  # bad at the end: report where the final bad stretch began
+        i = len(flags) - 1
+        while i > 0 and flags[i - 1]:
+            i -= 1
+        return "diverged", f"{flags[i]} at gradient {int(history.step[i])}"
     why = health.rejection(rejected.total, gradients)
     if why:
         return "diverged", why
     detector = health.CollapseDetector()
     for loss in history.train_loss:
-        detector.loss(float(loss))
+        if math.isfinite(loss):
+            detector.loss(float(loss))
     why = detector.verdict(final=True)
-    return ("collapsed", why) if why else ("ok", "")
+    if why:
+        return "collapsed", why
+    first = next((i for i, why in enumerate(flags) if why), None)
+    return "ok", "" if first is None else f"recovered from {flags[first]} at gradient {int(history.step[first])}"
 
 
 INF = math.inf
@@ -197,6 +203,7 @@ def finish(
     p: Problem, *, params: Any, losses: np.ndarray, evals: list, trace: Trace, server: Any, t0: float, source: str
 ) -> Result:
     """The Result of a finished run: its curve, rejections and verdict, from either engine."""
+    trace = dataclasses.replace(trace, meta={**trace.meta, "inputs": inputs_record(p)})
     history = history_from_losses(losses, p.log_every, evals)
     rejected = rejections(server.rejected)
     status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
@@ -212,3 +219,34 @@ def finish(
         wall_seconds=time.perf_counter() - t0,
         source=source,
     )
+
+
+def inputs_record(p: Problem) -> dict[str, Any]:
+    """What a trace's gradients were computed on, beside its protocol in trace.meta: a replay on other
+    inputs (another key, batch size, sampler or data shape) would follow the same order to other numbers."""
+    shapes = [[list(np.shape(x)), str(x.dtype)] for x in jax.tree.leaves(p.data)]
+    return {
+        "key": str(p.keys.sampler_seed),  # derived from the run's root key (JSON keeps it exact as text)
+        "batch_size": int(p.sampler.batch_size),
+        "sampler": type(p.sampler).__name__,
+        "sampler_seed": str(getattr(p.sampler, "seed", "")),
+        "num_examples": int(p.sampler.num_examples),
+        "data": shapes,
+    }
+
+
+def check_replay_inputs(trace: Trace, p: Problem) -> None:
+    """Refuse (one line) a replay whose inputs differ from those its trace recorded (traces written before
+    the record existed are taken as they are)."""
+    recorded = trace.meta.get("inputs")
+    if not recorded:
+        return
+    now = json.loads(json.dumps(inputs_record(p)))
+    for name, value in recorded.items():
+        if now.get(name) != value:
+            other = {"key": "another key", "sampler_seed": "another sampler seed"}
+            shown = other.get(name, f"{name}={value!r}, not {now.get(name)!r}")
+            raise ConfigError(
+                f"trace was recorded with {shown}; an exact replay needs the same data, batch_size, sampler "
+                "and key as the run that recorded it"
+            )

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import optax
 
+from asgdjax.api import arguments
 from asgdjax.api.problem import Problem, finish, problem_of_call
 from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
@@ -55,6 +56,8 @@ def run_async(
     round-robin over jax.devices()) or `backend="ray"` (Ray actors; call `ray.init()` first), and how
     failing workers are treated (`worker_timeout` seconds, `max_worker_failures` restarts)."""
     t0 = time.perf_counter()
+    worker_timeout = arguments.number("worker_timeout", worker_timeout, lowest=0, allowed="seconds >= 0 (0: no limit)")
+    max_worker_failures = arguments.integer("max_worker_failures", max_worker_failures, 0, "an integer >= 0")
     p = problem_of_call(locals(), trace=None)
     coordinator = _coordinator(p, devices, backend)
     losses: list = []
@@ -89,6 +92,8 @@ def _coordinator(p: Problem, devices: list | None, backend: str) -> Coordinator:
     """Workers on `devices` (default: round-robin over jax.devices()) or Ray actors, fed host copies of the data."""
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend {backend!r}; allowed: local, ray")
+    if devices is not None:
+        _check_devices(devices, p.spec.num_workers)
     entries = devices if devices is not None else group_devices(p.spec.num_workers)
     return Coordinator(
         p.task,
@@ -101,3 +106,18 @@ def _coordinator(p: Problem, devices: list | None, backend: str) -> Coordinator:
         data_key=p.keys.data,
         backend=backend,
     )
+
+
+def _check_devices(devices: Any, num_workers: int) -> None:
+    """One entry per worker, each a jax.Device or a tuple of them (a model-parallel group)."""
+    entries = list(devices) if isinstance(devices, list | tuple) else None
+    groups = [e if isinstance(e, list | tuple) else (e,) for e in entries or []]
+    if (
+        entries is None
+        or len(entries) != num_workers
+        or not all(g and all(isinstance(d, jax.Device) for d in g) for g in groups)
+    ):
+        raise ConfigError(
+            f"devices={devices!r} is not allowed; give {num_workers} entries (one per worker), each a jax.Device "
+            "(e.g. jax.devices()[i]) or a tuple of them, or leave it out (round-robin over jax.devices())"
+        )

@@ -21,13 +21,16 @@ import jax
 import numpy as np
 import optax
 
-from asgdjax.api.problem import finish, problem_of_call
+from asgdjax.api import arguments
+from asgdjax.api.problem import check_replay_inputs, finish, problem_of_call
 from asgdjax.api.result import Result, as_metrics
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
+from asgdjax.errors import ConfigError
 from asgdjax.sim import Simulator, make_schedule
+from asgdjax.sim.engine import STRATEGIES
 
 
 def simulate(
@@ -67,11 +70,23 @@ def simulate(
     rejected, has status "diverged" (nothing raises).
     """
     t0 = time.perf_counter()
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy={strategy!r} is not allowed; use one of {', '.join(STRATEGIES)}")
+    trace = arguments.replay(trace, delays)
     p = problem_of_call(locals(), trace=trace)
     if trace is None:
+        if delays.speeds and len(delays.speeds) != p.spec.num_workers:
+            raise ConfigError(
+                f"delays.speeds has {len(delays.speeds)} entries for num_workers={p.spec.num_workers}; give one "
+                "relative step time per worker (or none: all 1)"
+            )
         trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
+    else:
+        check_replay_inputs(trace, p)
+    # A trace of Dai et al.'s direct staleness model reads arbitrary past versions: a ring of them.
+    ring = int(trace.staleness.max(initial=0)) + 1 if trace.meta.get("memory") == "ring" else 0
     program = (loss_fn, optimizer, rule, staleness_cap, batch_size, _shapes((params, p.data)))
-    sim = _simulator(p, program, strategy=strategy)
+    sim = _simulator(p, (*program, ring), strategy=strategy, ring_depth=ring)
     sim.check_replayable(trace)
     state = sim.init(p.task.init(p.keys.init), p.hparams)
     grads_done = np.cumsum(trace.step >= 0)
@@ -97,7 +112,7 @@ CACHED_SIMULATORS = 8
 _simulators: collections.OrderedDict = collections.OrderedDict()
 
 
-def _simulator(p: Any, program: tuple, *, strategy: str) -> Simulator:
+def _simulator(p: Any, program: tuple, *, strategy: str, ring_depth: int = 0) -> Simulator:
     """The Simulator of this call's program, reused from one of the last CACHED_SIMULATORS calls whose loss
     function, optimizer and rule (the same objects), staleness cap, strategy, batch size, protocol and
     parameter and data shapes were the same: a loop of calls (seeds, replays, delay models) compiles once.
@@ -106,11 +121,11 @@ def _simulator(p: Any, program: tuple, *, strategy: str) -> Simulator:
     try:
         hash(key)
     except TypeError:  # an unhashable optimizer or rule: no reuse
-        return Simulator(p.task, p.make_server, p.spec, strategy=strategy)
+        return Simulator(p.task, p.make_server, p.spec, strategy=strategy, ring_depth=ring_depth)
     if key in _simulators:
         _simulators.move_to_end(key)
         return _simulators[key]
-    sim = _simulators[key] = Simulator(p.task, p.make_server, p.spec, strategy=strategy)
+    sim = _simulators[key] = Simulator(p.task, p.make_server, p.spec, strategy=strategy, ring_depth=ring_depth)
     while len(_simulators) > CACHED_SIMULATORS:
         _simulators.popitem(last=False)
     return sim
@@ -118,7 +133,7 @@ def _simulator(p: Any, program: tuple, *, strategy: str) -> Simulator:
 
 def _shapes(tree: Any) -> tuple:
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(x), str(np.result_type(x))) for x in leaves)
+    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", None) or np.result_type(x))) for x in leaves)
 
 
 def _eval_events(grads_done: np.ndarray, every: int) -> np.ndarray:

@@ -16,12 +16,12 @@ COLLAPSE_WINDOW = 3  # consecutive evaluations (or logged losses) that must agre
 MIN_GRADIENTS_FOR_REJECTION_VERDICT = 20
 
 
-def divergence(loss: float, *, limit: float) -> str | None:
-    """Why a logged training loss means divergence, or None."""
+def divergence(loss: float, *, limit: float, name: str = "max_train_loss") -> str | None:
+    """Why a logged training loss means divergence, or None (`name`: the limit's name where it was set)."""
     if not math.isfinite(loss):
         return f"train_loss={loss}"
     if loss > limit:
-        return f"train_loss={loss:.4g} (limit max_train_loss={limit:g})"
+        return f"train_loss={loss:.4g} (limit {name}={limit:g})"
     return None
 
 
