@@ -133,9 +133,10 @@ def build_problem(
         raise ConfigError("steps is required (gradients to compute), unless a trace to replay is given")
     if not (isinstance(optimizer, optax.GradientTransformation) or hasattr(optimizer, "update")):
         raise ConfigError(f"optimizer={optimizer!r} is not an optax GradientTransformation; e.g. optax.sgd(0.1)")
-    if spec.local_updates and local_learning_rate is None:
+    if spec.local_updates and spec.n_fetch > 1 and local_learning_rate is None:  # n_fetch 1: every step refetches
         raise ConfigError(
-            "n_fetch or n_push > 1 (Downpour local steps) needs local_learning_rate=LR for the workers' own SGD"
+            f"n_fetch={spec.n_fetch} (Downpour local steps on the workers' own copies) needs local_learning_rate=LR "
+            "for the workers' own SGD"
         )
     n = check_data(data)
     keys = run_keys(key)

@@ -9,6 +9,7 @@ import numpy as np
 
 from asgdjax.core.task import Params
 from asgdjax.core.trace import Trace, TraceStats
+from asgdjax.errors import ConfigError
 
 
 class History(NamedTuple):
@@ -97,6 +98,11 @@ def rejections(rejected: Any) -> Rejections:
 
 def as_metrics(value: dict | float) -> dict[str, float]:
     """An eval_fn's answer as named floats (a bare number is called "eval")."""
-    if isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items()}
-    return {"eval": float(value)}
+    try:
+        if isinstance(value, dict):
+            return {str(k): float(v) for k, v in value.items()}
+        return {"eval": float(value)}
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"eval_fn returned {value!r}; return a number or a dict of numbers, e.g. {{'accuracy': 0.97}}"
+        ) from None
