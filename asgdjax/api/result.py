@@ -65,6 +65,10 @@ class Result:
     def __repr__(self) -> str:
         s = self.stats
         what = f"{self.source}: {self.trace.num_workers} workers, {s.gradients:,} gradients, {self.updates:,} updates"
+        if self.rejected.total:  # the version counts server decisions, a rejected gradient's (no change) too
+            what += (
+                f" ({self.rejected.total:,} gradients rejected; an update of rejected gradients only changes nothing)"
+            )
         lines = [
             f"Result({what}",
             f"  status {self.status}" + (f" ({self.reason})" if self.reason else ""),
