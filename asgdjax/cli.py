@@ -11,6 +11,7 @@ import os
 import re
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -85,11 +86,31 @@ def run_app(main_fn, program: str, *, with_config: bool = True, doc: str = "") -
     if any(a in ("--help", "-h", "--helpshort", "-?") for a in sys.argv[1:]):
         print_help(program, doc, with_config)
         sys.exit(0)
-    if not with_config:
-        app.run(main_fn, flags_parser=parse_flags)
-        return
-    define_config(DEFAULT_CONFIG, CONFIG_HELP)
-    app.run(main_fn, flags_parser=parse_flags)
+    if with_config:
+        define_config(DEFAULT_CONFIG, CONFIG_HELP)
+    app.run(_interruptible(main_fn, with_config), flags_parser=parse_flags)
+
+
+def _interruptible(main_fn, with_config: bool):
+    """main_fn with Ctrl-C as one line and exit 130 (a run's checkpoints are kept; rerunning resumes), after
+    checking that the config file's get_config() returned a ConfigDict."""
+
+    def run(argv):
+        got = flags.FLAGS.config if with_config else None
+        if with_config and not isinstance(got, ml_collections.ConfigDict):
+            fail(
+                f"--config's get_config() returned a {type(got).__name__}; return an ml_collections.ConfigDict "
+                "(start from asgdjax.configs.base.base_config())"
+            )
+        try:
+            return main_fn(argv)
+        except KeyboardInterrupt:
+            print(
+                f"{PROGRAM[0]}: interrupted; what was saved is kept (rerun the same command to resume)", file=sys.stderr
+            )
+            sys.exit(130)
+
+    return run
 
 
 def define_config(default: str | None, help_text: str = CONFIG_HELP) -> None:

@@ -37,8 +37,9 @@ def main(argv) -> None:
     try:
         from asgdjax.train import check, train
         from asgdjax.train.report import print_summary
-        from asgdjax.train.validate import unused_settings
+        from asgdjax.train.validate import unused_settings, validate
 
+        validate(config)  # a value refused is one error line, not a note and then the error
         for note in unused_settings(config, overridden_keys(sys.argv[1:])):
             print(f"asgdjax-train: note: {note}", file=sys.stderr)
 

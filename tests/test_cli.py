@@ -189,9 +189,41 @@ def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
         "--config.sim_chunk is read by mode=sim only; this mode=async run ignores it",
         warm,
     ]
+    assert unused_settings(c, ["momentum"]) == [warm]  # optimizer=momentum reads it
+    c.optimizer = "sgd"
+    assert unused_settings(c, ["momentum"])[0] == (
+        "--config.momentum is read by optimizer=momentum or nesterov; optimizer=sgd ignores it"
+    )
     args = ["--config.num_workers=4", "--config.ray_address=auto", "--config.augment=true", "--dry_run"]
     out = run(args, tmp_path)
     assert out.returncode == 0 and "ok: mode=sync" in out.stdout, out.stderr[-2000:]
     notes = [line for line in out.stderr.splitlines() if line.startswith("asgdjax-train: note: ")]
     assert [n.split()[2] for n in notes] == ["--config.num_workers", "--config.ray_address", "--config.augment=true"]
     assert "ray_address is read by mode=async only; this mode=sync run ignores it" in notes[1]
+
+
+def test_a_dry_run_answers_what_the_real_run_would_about_its_workdir(tmp_path):
+    """A workdir holding another config is refused by --dry_run as by the run; a finished one says nothing
+    would run; a folder that cannot be created is one line."""
+    args = ["--config.steps=20", "--config.eval_every=10", "--workdir=run", "--noprogress"]
+    assert run(args, tmp_path).returncode == 0
+    out = run([*args, "--dry_run"], tmp_path)
+    assert out.returncode == 0 and "holds this run, complete at 20 steps: nothing would run" in out.stdout
+    out = run([*args, "--config.learning_rate=0.2", "--dry_run"], tmp_path)
+    assert "holds a run with learning_rate=0.05 (this config: 0.2)" in one_line_error(out)
+    out = run(["--workdir=/proc/asgdjax_no_such_dir", "--noprogress"], tmp_path)
+    assert "workdir '/proc/asgdjax_no_such_dir' cannot be created" in one_line_error(out)
+
+
+def test_a_config_file_with_an_unknown_key_or_no_config_dict_is_one_line(tmp_path):
+    typo = tmp_path / "typo.py"
+    typo.write_text(
+        "from asgdjax.configs.base import base_config\n\n\ndef get_config():\n    c = base_config()\n"
+        "    c.learning_rte = 0.1\n    return c\n"
+    )
+    out = run([f"--config={typo}", "--dry_run"], tmp_path)
+    assert "the config sets unknown key 'learning_rte' (did you mean 'learning_rate'" in one_line_error(out)
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config():\n    return {'mode': 'sync'}\n")
+    out = run([f"--config={plain}", "--dry_run"], tmp_path)
+    assert "--config's get_config() returned a dict; return an ml_collections.ConfigDict" in one_line_error(out)

@@ -14,6 +14,7 @@ MODES = ("sync", "sim", "async")
 
 def validate(config) -> None:
     """Raise ConfigError for the first bad value (one line: the key, the value, what is allowed)."""
+    check_known_keys(config)
     choice("mode", config.mode, MODES)
     choice("dataset", config.dataset, tuple(sorted(DATASETS)))
     choice("model", config.model, tuple(sorted(MODELS)))
@@ -62,6 +63,15 @@ def unused_settings(config, given: list[str]) -> list[str]:
         if top in ignored:
             where = "async" if top in ASYNC_ONLY else "sim" if top in SIM_ONLY else "sim and mode=async"
             notes.append(f"--config.{key} is read by mode={where} only; this mode={config.mode} run ignores it")
+    if "momentum" in given and config.optimizer not in ("momentum", "nesterov"):
+        notes.append(
+            f"--config.momentum is read by optimizer=momentum or nesterov; optimizer={config.optimizer} ignores it"
+        )
+    downpour = config.n_fetch > 1 or config.n_push > 1
+    if "local_learning_rate" in given and config.mode != "sync" and not downpour:
+        notes.append(
+            "--config.local_learning_rate is read by Downpour (n_fetch or n_push > 1) only; this run ignores it"
+        )
     spec = DATASETS.get(config.dataset)
     if "augment" in given and config.augment and spec is not None and not spec.augment:
         natural = ", ".join(n for n, s in sorted(DATASETS.items()) if s.augment)
@@ -72,3 +82,28 @@ def unused_settings(config, given: list[str]) -> list[str]:
             "throughout and no step is asynchronous; lower --config.warm_start_steps (0 = no warm start)"
         )
     return notes
+
+
+def check_known_keys(config) -> None:
+    """Every key of the config is one of base.py's: a misspelt key in a config file would otherwise be carried
+    into config.json and never read (the command line's --config.KEY is checked by the CLI the same way)."""
+    import difflib
+
+    from asgdjax.configs.base import base_config
+
+    known = _dotted_keys(base_config().to_dict())
+    for key in _dotted_keys(config.to_dict()):
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.7)
+            hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+            raise ConfigError(
+                f"the config sets unknown key {key!r}{hint}; allowed: the keys of asgdjax/configs/base.py "
+                "(asgdjax-train --help lists them)"
+            )
+
+
+def _dotted_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for k, v in tree.items():
+        keys |= _dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return keys

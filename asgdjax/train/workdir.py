@@ -37,8 +37,13 @@ class Workdir:
 
     def __enter__(self) -> Workdir:
         check_location(self.path)
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(
+                f"workdir {self.path!r} cannot be created ({e.strerror}); give a writable folder"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,6 +62,21 @@ class Workdir:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def holder(self) -> str | None:
+        """Who holds this workdir's lock now (a live process), or None; takes nothing (what a dry run asks)."""
+        try:
+            fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return _read_holder(fd)
+        finally:
+            os.close(fd)
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
