@@ -55,7 +55,12 @@ def main(argv) -> None:
         shlex.quote(a) for a in sys.argv[1:] + [f"--sweep.{k}={v}" for k, v in SWEEPS]
     )
     paths = report.write(rows, workdir, command=command)
-    print_table(report.table(rows))
+    table = report.table(rows)
+    print_table(table)
+    collapsed = [os.path.basename(row["workdir"] or "") for row in table if row.get("health") == "collapsed"]
+    if collapsed:
+        print(f"asgdjax-sweep: WARNING collapsed (accuracy at chance or loss above its start): {', '.join(collapsed)}",
+              file=sys.stderr)  # fmt: skip
     if "kept" in paths:
         print(
             f"the earlier sweep's table in this workdir is kept as {paths['kept']} (and its .csv, .png)",
@@ -75,9 +80,10 @@ def print_notes(config, points) -> None:
 
 
 def print_table(table: list[dict]) -> None:
-    keys = [k for k in table[0] if k not in report.COLUMNS and k != "workdir"]
+    keys = [k for k in table[0] if k not in report.COLUMNS and k not in ("workdir", "health")]
     cols = keys + ["final_test_accuracy", "staleness_mean", "virtual_seconds"]
     cols += ["diverged_at"] if any(row.get("diverged_at") is not None for row in table) else []
+    cols += ["health"] if any(row.get("health") not in ("ok", None) for row in table) else []
     print("  ".join(f"{c:>20}" for c in cols))
     for row in table:
         print("  ".join(f"{_fmt(row.get(c)):>20}" for c in cols))

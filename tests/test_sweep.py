@@ -152,3 +152,16 @@ def test_another_sweep_in_the_workdir_keeps_the_earlier_table_and_ignored_keys_a
     kept = json.loads((tmp_path / "sw" / "sweep.1.json").read_text())["rows"]
     assert [r["momentum"] for r in kept] == [0.5, 0.8] and (tmp_path / "sw" / "sweep.1.png").exists()
     assert [r["learning_rate"] for r in json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]] == [0.1]
+
+
+@pytest.mark.slow
+def test_a_collapsed_point_says_so_in_its_summary_the_table_and_a_warning(tmp_path):
+    """Points swept together get the trainer's collapse verdict (summary.json's health), shown in the table."""
+    args = ["--config.mode=sim", "--config.num_workers=8", "--sweep.learning_rate=0.05,0.2"]
+    out = run_cli("sweep", [*args, "--sweep.momentum=0.95", "--workdir=sw", "--noprogress"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["learning_rate"]: r for r in json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]}
+    assert rows[0.05]["health"] == "ok" and rows[0.2]["health"] == "collapsed"
+    summary = json.loads((tmp_path / "sw" / "learning_rate=0.2,momentum=0.95" / "summary.json").read_text())
+    assert summary["health"]["status"] == "collapsed" and summary["health"]["reason"]
+    assert "WARNING collapsed" in out.stderr and "learning_rate=0.2,momentum=0.95" in out.stderr

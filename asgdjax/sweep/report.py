@@ -24,7 +24,12 @@ COLUMNS = (
 def table(rows: list[Row]) -> list[dict[str, Any]]:
     """One dict per point: the swept values, then the result columns and the point's workdir."""
     return [
-        {**r.point.overrides, **{c: r.summary.get(c) for c in COLUMNS}, "workdir": r.summary.get("workdir")}
+        {
+            **r.point.overrides,
+            **{c: r.summary.get(c) for c in COLUMNS},
+            "health": (r.summary.get("health") or {}).get("status", "diverged" if r.summary.get("diverged") else None),
+            "workdir": r.summary.get("workdir"),
+        }
         for r in rows
     ]
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from asgdjax.core.health import divergence
+from asgdjax.core.health import ADVICE, CollapseDetector, divergence
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.data import require_prepared
 from asgdjax.errors import Diverged
@@ -150,6 +150,7 @@ def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list
         )
     writers = [_open(c, w) for c, w in zip(configs, workdirs, strict=True)]
     last_eval: list[dict] = [{} for _ in configs]
+    watch = [CollapseDetector(num_classes=setup.dataset.spec.num_classes) for _ in configs]  # as the trainer does
     stopped: list[dict] = [{} for _ in configs]  # where a member diverged (the sweep's program runs on)
 
     def on_cut(i: int, event: int, state: Any, losses: np.ndarray) -> None:
@@ -163,18 +164,23 @@ def run_together(configs: list[Any], workdirs: list[str], strategy: str) -> list
             loss = record["train_loss"]
             writers[i].write(done, train_loss=loss if np.isfinite(loss) else str(loss), diverged=True, reason=why)
             return
+        if record:
+            watch[i].loss(record["train_loss"])
         if done % configs[i].eval_every == 0 or event == len(traces[i]):
             last_eval[i] = task.evaluate(state.server.params, data)
             record.update(last_eval[i])
+            watch[i].accuracy(last_eval[i]["test_accuracy"])
         s = traces[i].slice(event).stats()
         writers[i].write(done, **record, updates=int(state.server.version), staleness_mean=s.staleness_mean)
 
     finals = sweep(sim, members, data, strategy=strategy, on_cut=on_cut)
     share = (time.time() - t0) / len(configs)
     out = []
-    for c, w, t, st, wr, ev, stop in zip(configs, workdirs, traces, finals, writers, last_eval, stopped, strict=True):
+    for c, w, t, st, wr, ev, stop, wt in zip(
+        configs, workdirs, traces, finals, writers, last_eval, stopped, watch, strict=True
+    ):
         wr.close()
-        out.append(_finish(c, w, t, st, ev, share) if not stop else _finish_diverged(c, w, t))
+        out.append(_finish(c, w, t, st, ev, share, wt) if not stop else _finish_diverged(c, w, t))
     return out
 
 
@@ -194,8 +200,10 @@ def _open(config: Any, workdir: str) -> MetricsWriter:
     return writer
 
 
-def _finish(config: Any, workdir: str, trace: Any, state: Any, last: dict, wall: float) -> dict:
+def _finish(config: Any, workdir: str, trace: Any, state: Any, last: dict, wall: float, watch: Any) -> dict:
     trace.save(os.path.join(workdir, "trace.npz"))
+    why = watch.verdict(final=True)  # summary.json's health, as a lone run writes it
+    health_ = {"status": "ok"} if why is None else {"status": "collapsed", "reason": why, "advice": ADVICE}
     s = trace.stats()
     rejected = np.asarray(state.server.rejected)
     summary = {
@@ -213,6 +221,7 @@ def _finish(config: Any, workdir: str, trace: Any, state: Any, last: dict, wall:
         "rejected_nonfinite": int(rejected[:, 0].sum()),
         "rejected_stale": int(rejected[:, 1].sum()),
         "wall_seconds": wall,
+        "health": health_,
         "workdir": os.path.abspath(workdir),
         "swept_together": True,
     }
