@@ -202,6 +202,7 @@ def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
     assert "ray_address is read by mode=async only; this mode=sync run ignores it" in notes[1]
 
 
+@pytest.mark.slow
 def test_a_dry_run_answers_what_the_real_run_would_about_its_workdir(tmp_path):
     """A workdir holding another config is refused by --dry_run as by the run; a finished one says nothing
     would run; a folder that cannot be created is one line."""

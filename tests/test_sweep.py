@@ -139,6 +139,7 @@ def test_every_point_is_checked_before_the_first_runs(tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
+@pytest.mark.slow
 def test_another_sweep_in_the_workdir_keeps_the_earlier_table_and_ignored_keys_are_noted(tmp_path):
     args = ["--config.steps=10", "--config.eval_every=10", "--workdir=sw", "--noprogress"]
     first = run_cli("sweep", [*args, "--sweep.momentum=0.5"], tmp_path)
