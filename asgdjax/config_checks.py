@@ -21,3 +21,14 @@ def int_at_least(key: str, value, lowest: int, allowed: str) -> None:
 def finite_positive(key: str, value) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key}={value!r} is not allowed; use a finite number > 0")
+
+
+def dotted(config: dict, prefix: str = "") -> dict:
+    """{"delay": {"mean": 1}} -> {"delay.mean": 1}: nested config keys as the command line names them."""
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            flat.update(dotted(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat

@@ -88,6 +88,14 @@ class DelayModel:
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"delay.{key}={value!r} is not allowed; use a number >= 0 (0 = free)")
 
+    def check_workers(self, num_workers: int, shown: str = "") -> None:
+        """One relative step time per worker, or none (all 1); `shown`: the speeds as the user wrote them."""
+        if self.speeds and len(self.speeds) != num_workers:
+            raise ConfigError(
+                f"delay.speeds={shown or self.speeds!r} has {len(self.speeds)} entries for num_workers={num_workers}; "
+                "give one relative step time per worker, or none for all 1"
+            )
+
     def _check_types(self) -> None:
         """Every field a number (speeds: numbers, one per worker); a list of speeds is kept as a tuple."""
         for f in dataclasses.fields(self):

@@ -131,7 +131,10 @@ def test_bad_front_door_input_is_one_line(problem):
         (dict(protocol=asgdjax.ProtocolSpec(n_fetch=2)), "n_fetch=2 .* needs local_learning_rate=LR"),
         (dict(eval_fn=lambda p: "high"), "eval_fn returned 'high'; return a number or a dict of numbers"),
         (dict(steps=None), "steps is required"),
-        (dict(num_workers=4, delays=asgdjax.DelayModel(speeds=(1, 1, 8))), "delays.speeds has 3 entries for num_wo"),
+        (
+            dict(num_workers=4, delays=asgdjax.DelayModel(speeds=(1, 1, 8))),
+            r"speeds=\(1.0, 1.0, 8.0\) has 3 entries for num_",
+        ),
         (dict(num_workers=4, protocol=3), r"protocol=3 is not allowed; use 'async', 'softsync', 'sync' or an"),
         (dict(num_workers=4, protocol=asgdjax.ProtocolSpec(num_workers=8)), "num_workers=4 but protocol=Protoc"),
         (dict(max_loss=-1), r"max_loss=-1 is not allowed; use a number > 0 \(math.inf: no limit\)"),

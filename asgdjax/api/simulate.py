@@ -75,11 +75,7 @@ def simulate(
     trace = arguments.replay(trace, delays)
     p = problem_of_call(locals(), trace=trace)
     if trace is None:
-        if delays.speeds and len(delays.speeds) != p.spec.num_workers:
-            raise ConfigError(
-                f"delays.speeds has {len(delays.speeds)} entries for num_workers={p.spec.num_workers}; give one "
-                "relative step time per worker (or none: all 1)"
-            )
+        delays.check_workers(p.spec.num_workers)
         trace = make_schedule(p.keys.schedule, p.spec, num_steps=p.steps, delays=delays)
     else:
         check_replay_inputs(trace, p)

@@ -43,11 +43,7 @@ def validate_async(config: Any) -> None:
     int_at_least("staleness_cap", config.staleness_cap, -1, "-1 (no cap) or >= 0")
     choice("sim_memory", config.sim_memory, ("auto", "workers", "ring"))
     delays = delay_from_config(config)
-    if delays.speeds and len(delays.speeds) != config.num_workers:
-        raise ConfigError(
-            f"delay.speeds={config.delay.speeds!r} has {len(delays.speeds)} entries for num_workers="
-            f"{config.num_workers}; give one relative step time per worker, or '' for all 1"
-        )
+    delays.check_workers(config.num_workers, shown=repr(config.delay.speeds))
     if memory(config) == "ring" and (spec.local_updates or spec.group_size > 1):
         raise ConfigError(
             "the version ring (sim_memory='ring', or delay.kind='uniform_staleness') replays plain A-SGD only; "

@@ -62,7 +62,7 @@ def check(config, workdir: str) -> str:
         setup.dataset.close()
     wd = Workdir(workdir)  # what the real run's lock and resume would say, without taking either
     if (holder := wd.holder()) is not None:
-        raise ConfigError(f"workdir {workdir!r} is in use by {holder}; wait for it to finish or use another --workdir")
+        raise wd.busy(holder)
     wd.check_same_run(config.to_dict())
     if wd.complete_summary(config.steps) is not None:
         return f"{os.path.abspath(workdir)} holds this run, complete at {config.steps} steps: nothing would run"

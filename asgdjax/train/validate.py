@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asgdjax.config_checks import choice, finite_positive, int_at_least
+from asgdjax.config_checks import choice, dotted, finite_positive, int_at_least
 from asgdjax.core.sampling import SAMPLERS
 from asgdjax.data import DATASETS
 from asgdjax.errors import ConfigError
@@ -91,8 +91,8 @@ def check_known_keys(config) -> None:
 
     from asgdjax.configs.base import base_config
 
-    known = _dotted_keys(base_config().to_dict())
-    for key in _dotted_keys(config.to_dict()):
+    known = dotted(base_config().to_dict())
+    for key in dotted(config.to_dict()):
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.7)
             hint = f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
@@ -100,10 +100,3 @@ def check_known_keys(config) -> None:
                 f"the config sets unknown key {key!r}{hint}; allowed: the keys of asgdjax/configs/base.py "
                 "(asgdjax-train --help lists them)"
             )
-
-
-def _dotted_keys(tree: dict, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for k, v in tree.items():
-        keys |= _dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
-    return keys

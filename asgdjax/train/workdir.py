@@ -12,6 +12,7 @@ import socket
 import time
 from typing import Any
 
+from asgdjax.config_checks import dotted
 from asgdjax.errors import ConfigError
 
 # Keys that may change between a run and its resumption (everything else must match the workdir's run).
@@ -49,9 +50,7 @@ class Workdir:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise ConfigError(
-                f"workdir {self.path!r} is in use by {holder}; wait for it to finish or use another --workdir"
-            ) from None
+            raise self.busy(holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
         self._fd = fd
@@ -62,6 +61,11 @@ class Workdir:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def busy(self, holder: str) -> ConfigError:
+        return ConfigError(
+            f"workdir {self.path!r} is in use by {holder}; wait for it to finish or use another --workdir"
+        )
 
     def holder(self) -> str | None:
         """Who holds this workdir's lock now (a live process), or None; takes nothing (what a dry run asks)."""
@@ -100,7 +104,7 @@ class Workdir:
         previous = self.previous_config()
         if previous is None:
             return
-        previous, current = _dotted(previous), _dotted(json.loads(json.dumps(config_dict)))
+        previous, current = dotted(previous), dotted(json.loads(json.dumps(config_dict)))
         diffs = [
             k
             for k in sorted(set(previous) | set(current))
@@ -161,14 +165,3 @@ def _read_holder(fd: int) -> str:
         return f"process {info['pid']} on {info['host']} (since {since})"
     except (OSError, ValueError, KeyError):
         return "another process"
-
-
-def _dotted(config: dict, prefix: str = "") -> dict:
-    """{"delay": {"mean": 1}} -> {"delay.mean": 1}: a refusal names the one nested key that differs."""
-    flat = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            flat.update(_dotted(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
