@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import optax
 
+from asgdjax.config_checks import int_at_least
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.core.sampling import Sampler
 from asgdjax.core.trace import Trace
@@ -21,10 +22,12 @@ from asgdjax.errors import ConfigError
 
 
 def integer(name: str, value: Any, lowest: int, allowed: str) -> int:
-    """`value` as an int (a numpy integer too; not a bool or a float) at least `lowest`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-        raise ConfigError(f"{name}={value!r} is not allowed; use {allowed}")
-    return int(value)
+    """`value` as an int (a numpy integer too; not a bool or a float) at least `lowest`: the config check
+    `int_at_least`, after a numpy integer is taken as the int it is."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+    int_at_least(name, value, lowest, allowed)
+    return value
 
 
 def number(name: str, value: Any, *, lowest: float, allowed: str, inf: bool = False) -> float:
