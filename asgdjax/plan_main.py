@@ -85,7 +85,7 @@ def main(argv) -> None:
 
 
 def run(config, space) -> None:
-    from asgdjax.predict.clock import given_clock
+    from asgdjax.predict.clock import given_clock, mismatch
     from asgdjax.train.validate import validate
     from asgdjax.train.workdir import Workdir, check_tool_folder
 
@@ -93,6 +93,8 @@ def run(config, space) -> None:
     name = os.path.splitext(os.path.basename(config_path()))[0]
     workdir = FLAGS.workdir or os.path.join("runs", f"plan_{name}")
     given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
+    if given is not None and (note := mismatch(config, given[0])):
+        print(f"asgdjax-plan: note: {note}", file=sys.stderr)
     check_tool_folder(workdir, tool="asgdjax-plan", writes="calibration/, plan.json and plan.png")
     with Workdir(workdir):  # a second plan on the same folder is refused, not interleaved
         plan_in(config, space, workdir, given)

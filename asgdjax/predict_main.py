@@ -45,10 +45,12 @@ def main(argv) -> None:
 
 
 def run(config, counts: list[int]) -> None:
-    from asgdjax.predict.clock import given_clock
+    from asgdjax.predict.clock import given_clock, mismatch
     from asgdjax.train.workdir import Workdir, check_tool_folder
 
     given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
+    if given is not None and (note := mismatch(config, given[0])):
+        print(f"asgdjax-predict: note: {note}", file=sys.stderr)
     check_tool_folder(FLAGS.workdir, tool="asgdjax-predict", writes="calibration.json and predictions.json/.png")
     with Workdir(FLAGS.workdir):  # a second prediction on the same folder is refused, not interleaved
         predict_in(config, counts, given)

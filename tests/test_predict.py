@@ -135,3 +135,18 @@ def test_a_prediction_on_another_clock_is_refused_naming_the_nested_key(tmp_path
     other = Calibration(DelayModel("lognormal", 0.004, 0.15, (1.0, 1.5), latency=1e-4, service=5e-4))
     with pytest.raises(ConfigError, match=r"workers_2' holds a run with delay.mean=0.002 \(this config: 0.004\)"):
         check_folders(c, other, [1, 2], str(tmp_path), 50)
+
+
+def test_a_clock_measured_on_another_model_dataset_or_batch_is_noted():
+    """--calibrate_from / --calibration of a run with another batch size (or model, dataset) took its step
+    times silently; the tools now print a note naming each setting that differs."""
+    from asgdjax.configs.default import get_config
+    from asgdjax.predict.clock import mismatch
+
+    c = get_config()
+    delay = DelayModel("lognormal", 0.002, 0.15, (1.0, 1.5))
+    same = {"model": c.model, "dataset": c.dataset, "batch_size": c.batch_size, "workdir": "/x"}
+    assert mismatch(c, Calibration(delay, same)) is None
+    assert mismatch(c, Calibration(delay, {"name": "h100"})) is None  # a hardware profile records no model
+    note = mismatch(c, Calibration(delay, {**same, "batch_size": c.batch_size * 2}))
+    assert f"batch_size {c.batch_size * 2} (this config: {c.batch_size})" in note and "model" not in note

@@ -165,6 +165,9 @@ def calibrate(stats, num_workers: int, measured: dict | None = None, *, solo_ste
     )
 
 
+MEASURED_ON = ("model", "dataset", "batch_size")  # the settings a step time depends on, recorded with it
+
+
 def calibrate_workdir(workdir: str) -> Calibration:
     """The Calibration of a finished `mode=async` run from its runtime_stats.json and config.json."""
     try:
@@ -174,7 +177,7 @@ def calibrate_workdir(workdir: str) -> Calibration:
             config = json.load(f)
     except OSError:
         raise ConfigError(f"{workdir!r} holds no finished mode=async run (runtime_stats.json, config.json)") from None
-    measured = {"workdir": os.path.abspath(workdir), "model": config["model"], "batch_size": config["batch_size"]}
+    measured = {"workdir": os.path.abspath(workdir), **{k: config[k] for k in MEASURED_ON if k in config}}
     solo = int(config.get("warm_start_steps", 0)) if config["num_workers"] > 1 else 0
     return fit(
         raw["step_seconds"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgdjax.errors import ConfigError
-from asgdjax.predict.calibration import Calibration, calibrate_workdir
+from asgdjax.predict.calibration import MEASURED_ON, Calibration, calibrate_workdir
 from asgdjax.predict.profiles import profile_path
 
 
@@ -23,6 +23,22 @@ def given_clock(
     if calibrate_from:
         return calibrate_workdir(calibrate_from), {"calibrate_from": calibrate_from}
     return None
+
+
+def mismatch(config: Any, cal: Calibration) -> str | None:
+    """A note when the clock was measured on another model, dataset or batch size than `config` (its step
+    times then describe another step: the prediction would be of that run's speed, silently)."""
+    differ = [
+        f"{k} {cal.measured[k]!r} (this config: {config[k]!r})"
+        for k in MEASURED_ON
+        if k in cal.measured and k in config and cal.measured[k] != config[k]
+    ]
+    if not differ:
+        return None
+    return (
+        "the clock was measured on " + ", ".join(differ) + ": its step times are that run's, not this config's; "
+        "calibrate from a run of this config (or drop --calibrate_from/--calibration for a short calibration run)"
+    )
 
 
 SOLO_FRACTION = 0.1  # of a calibration run's gradients: worker 0 alone first, to fit the clock's `solo`
