@@ -37,10 +37,11 @@ def main(argv) -> None:
     try:
         from asgdjax.train import check, train
         from asgdjax.train.report import print_summary
-        from asgdjax.train.validate import unused_settings, validate
+        from asgdjax.train.validate import resume_notes, unused_settings, validate
 
         validate(config)  # a value refused is one error line, not a note and then the error
-        for note in unused_settings(config, overridden_keys(sys.argv[1:])):
+        notes = unused_settings(config, overridden_keys(sys.argv[1:])) + resume_notes(config, workdir)
+        for note in notes:
             print(f"asgdjax-train: note: {note}", file=sys.stderr)
 
         if flags.FLAGS.dry_run:

@@ -236,3 +236,37 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path):
     assert "needs about" in err and "worker copies" in err and "available host memory" in err
     assert "GiB a run may take (90% of the " in err  # the figure compared is the one shown
     assert not (tmp_path / "run").exists()
+
+
+def test_raising_steps_of_a_cosine_run_is_noted(tmp_path):
+    """A cosine schedule's length follows steps: resuming a decayed run with more steps jumps the learning
+    rate back up mid-curve, which a fresh run of the new steps would not; asgdjax-train says so."""
+    from asgdjax.configs.default import get_config
+    from asgdjax.train.validate import resume_notes
+
+    c = get_config()
+    c.lr_schedule, c.steps = "cosine", 100
+    (tmp_path / "config.json").write_text(json.dumps(c.to_dict()))
+    (tmp_path / "summary.json").write_text("{}")
+    assert resume_notes(c, str(tmp_path)) == []  # the same steps: a plain resume
+    c.steps = 300
+    (note,) = resume_notes(c, str(tmp_path))
+    assert "decayed over steps=100" in note and "cosine over steps=300" in note
+    c.lr_schedule = "constant"
+    assert resume_notes(c, str(tmp_path)) == []
+    assert resume_notes(c, str(tmp_path / "missing")) == []
+
+
+def test_steps_below_the_runs_checkpoint_are_refused(tmp_path):
+    """A run trained to 120 steps rerun with steps=50 resumed from 120 and reported that model as a 50-step
+    run (examples/s negative); now one line, in the dry run too, and the folder is untouched."""
+    from asgdjax.train.workdir import Workdir
+
+    (tmp_path / "checkpoints" / "120").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "60").mkdir()
+    wd = Workdir(str(tmp_path))
+    wd.check_not_past(120)
+    wd.check_not_past(200)
+    with pytest.raises(ConfigError, match="trained to 120 steps, past steps=50; give --config.steps >= 120"):
+        wd.check_not_past(50)
+    Workdir(str(tmp_path / "new")).check_not_past(1)

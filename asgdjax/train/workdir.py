@@ -117,6 +117,31 @@ class Workdir:
                 "use a new --workdir or the same config to resume"
             )
 
+    def check_not_past(self, steps: int) -> None:
+        """Refuse `steps` below the checkpoint this folder's run already reached: resuming would report the
+        further-trained model as a run of `steps` (a checkpoint is not rewound)."""
+        ck = os.path.join(self.path, "checkpoints")
+        reached = max((int(n) for n in os.listdir(ck) if n.isdigit()), default=0) if os.path.isdir(ck) else 0
+        if reached > steps:
+            raise ConfigError(
+                f"workdir {self.path!r} holds this run trained to {reached} steps, past steps={steps}; give "
+                f"--config.steps >= {reached} to resume it, or a new --workdir (a checkpoint is not rewound)"
+            )
+
+    def resume_notes(self, config_dict: dict) -> list[str]:
+        """What a resumption with changed settings does that a fresh run of them would not: a cosine schedule's
+        length follows `steps`, so raising it after a run has decayed restarts the learning rate mid-curve."""
+        previous = self.previous_config()
+        if previous is None or previous.get("steps") == config_dict.get("steps"):
+            return []
+        if config_dict.get("lr_schedule") != "cosine":
+            return []
+        return [
+            f"lr_schedule=cosine follows steps: the updates already made in {self.path!r} decayed over "
+            f"steps={previous.get('steps')}, the rest follow a cosine over steps={config_dict.get('steps')}, so the "
+            "learning rate jumps at the resume (a new --workdir trains the longer schedule from its start)"
+        ]
+
     def complete_summary(self, steps: int) -> dict | None:
         """The summary of this run when it already finished `steps` gradients (rerunning changes nothing)."""
         try:
