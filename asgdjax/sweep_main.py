@@ -74,8 +74,18 @@ def print_notes(config, points) -> None:
     from asgdjax.sweep.grid import apply
     from asgdjax.train.validate import unused_settings
 
-    given = overridden_keys(sys.argv[1:]) + [k for k, _ in SWEEPS]
-    for note in dict.fromkeys(n for p in points for n in unused_settings(apply(config, p), given)):
+    from asgdjax.errors import ConfigError
+
+    swept = [k for k, _ in SWEEPS]
+    per_point = [unused_settings(apply(config, p), overridden_keys(sys.argv[1:]) + swept) for p in points]
+    for key in swept:  # a swept key every point ignores would run identical points
+        said = [next((n for n in notes if n.startswith(f"--config.{key} ")), None) for notes in per_point]
+        if all(said):
+            reason = said[0].removeprefix(f"--config.{key} ")  # type: ignore[union-attr]
+            raise ConfigError(f"--sweep.{key} {reason}, so its values would run identical points; sweep a key it reads")
+    for note in dict.fromkeys(n for notes in per_point for n in notes):
+        for key in swept:
+            note = note.replace(f"--config.{key} ", f"--sweep.{key} ")
         print(f"asgdjax-sweep: note: {note}", file=sys.stderr)
 
 

@@ -33,12 +33,12 @@ def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
     with open(tmp_path / "sw" / "sweep.csv") as f:
         assert len(list(csv.DictReader(f))) == 16
     assert (tmp_path / "sw" / "sweep.png").stat().st_size > 10_000
-    assert "16 point(s)" in out.stderr  # one group: they share a program
+    assert "point 1-16 of 16 (one simulated sweep)" in out.stderr  # one group: they share a program
     point = tmp_path / "sw" / "learning_rate=0.05,momentum=0.9"
     assert json.loads((point / "summary.json").read_text())["steps"] == 60 and (point / "trace.npz").exists()
     # Rerunning skips every finished point (nothing is recomputed) and rewrites the same table.
     again = run_cli("sweep", args, tmp_path)
-    assert again.returncode == 0 and "point(s)" not in again.stderr
+    assert again.returncode == 0 and "point " not in again.stderr
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"] == rows
 
 
@@ -58,7 +58,7 @@ def test_a_diverging_point_is_a_result_and_the_sweep_goes_on(tmp_path, mode):
     assert summary["diverged"] is True and summary["reason"].startswith("train_loss=")
     assert any("learning_rate" in line and "diverged_at" in line for line in out.stdout.splitlines())
     again = run_cli("sweep", args, tmp_path)
-    assert again.returncode == 0 and "point(s)" not in again.stderr and "diverged:" not in again.stderr
+    assert again.returncode == 0 and "point " not in again.stderr and "diverged:" not in again.stderr
 
 
 def test_vmapped_and_one_by_one_sweeps_agree(digits_task):
@@ -118,6 +118,10 @@ def test_bad_sweep_arguments_are_one_line(tmp_path):
         grid(get_config(), [("lerning_rate", "0.1,0.2")])
     with pytest.raises(ConfigError, match="--sweep.num_workers value '2.5' is not allowed; use int"):
         grid(get_config(), [("num_workers", "2,2.5")])
+    with pytest.raises(ConfigError, match=r"--sweep.learning_rate gives 0.1 twice \('0.1' and '0.10'\)"):
+        grid(get_config(), [("learning_rate", "0.1,0.2,0.10")])  # two names of one point ran it once, silently
+    err = one_line_error(run_cli("sweep", ["--sweep.num_workers=2,4", "--workdir=sw"], tmp_path))
+    assert "--sweep.num_workers is read by mode=sim and mode=async only" in err and "identical points" in err
     err = one_line_error(run_cli("sweep", ["--sweep.steps=a,b", "--workdir=sw"], tmp_path))
     assert "--sweep.steps value 'a' is not allowed" in err
     err = one_line_error(run_cli("sweep", ["--workdir=sw"], tmp_path))

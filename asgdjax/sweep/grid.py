@@ -55,7 +55,15 @@ def grid(config: Any, sweeps: list[tuple[str, str]]) -> list[Point]:
     axes = []
     for key, values in sweeps:
         default = _lookup(config, key)
-        axes.append([(key, _parse(key, v, default)) for v in items(f"sweep.{key}", values)])
+        texts = items(f"sweep.{key}", values)
+        parsed = [_parse(key, v, default) for v in texts]
+        for i, value in enumerate(parsed):
+            if value in parsed[:i]:
+                first = texts[parsed.index(value)]
+                raise ConfigError(
+                    f"--sweep.{key} gives {value!r} twice ({first!r} and {texts[i]!r}); give each value once"
+                )
+        axes.append([(key, v) for v in parsed])
     return [Point(dict(combo)) for combo in itertools.product(*axes)]
 
 

@@ -68,9 +68,13 @@ def run_grid(
     for i in todo:
         key = program_key(configs[i]) if configs[i].mode == "sim" and not configs[i].trace else f"solo{i}"
         groups.setdefault(key, []).append(i)
+    started = 0
     for members in groups.values():
         names = ", ".join(points[i].name for i in members)
-        progress(f"{len(members)} point(s): {names}")
+        where = f"{started + 1}" if len(members) == 1 else f"{started + 1}-{started + len(members)}"
+        together = "" if len(members) == 1 else " (one simulated sweep)"
+        progress(f"point {where} of {len(todo)}{together}: {names}")
+        started += len(members)
         if len(members) > 1:
             summaries = run_together(
                 [configs[i] for i in members], [os.path.join(workdir, points[i].name) for i in members], strategy
