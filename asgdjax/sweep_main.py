@@ -71,10 +71,9 @@ def main(argv) -> None:
 
 def print_notes(config, points) -> None:
     """What the sweep's points ignore of the command line (once each), as asgdjax-train says it."""
+    from asgdjax.errors import ConfigError
     from asgdjax.sweep.grid import apply
     from asgdjax.train.validate import unused_settings
-
-    from asgdjax.errors import ConfigError
 
     swept = [k for k, _ in SWEEPS]
     per_point = [unused_settings(apply(config, p), overridden_keys(sys.argv[1:]) + swept) for p in points]
