@@ -32,6 +32,10 @@ def test_sync_resume_continues_to_the_same_result(tmp_path):
     train(config(steps=30), str(tmp_path / "cut"), show_progress=False)
     resumed = train(config(), str(tmp_path / "cut"), show_progress=False)
     assert resumed["resumed_from_step"] == 30 and resumed["steps"] == 60
+    records = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 30, "event": "resumed", "checkpoint": 30}.items() <= next(  # as mode=async records it
+        r for r in records if r.get("event") == "resumed"
+    ).items()
     _, a = final_params(tmp_path / "full")
     _, b = final_params(tmp_path / "cut")
     assert_trees_equal(a, b)

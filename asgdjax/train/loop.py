@@ -67,6 +67,8 @@ class RunContext:
             return like
         self.resumed_from, state = got
         self.writer.truncate_after(self.resumed_from)
+        self.write(self.resumed_from, event="resumed", checkpoint=self.resumed_from)  # as mode=async records it
+        logging.warning("resumed from checkpoint %d; the steps after it are recomputed", self.resumed_from)
         return state
 
     def save(self, step: int, state, meta: dict | None = None) -> None:
