@@ -270,3 +270,15 @@ def test_steps_below_the_runs_checkpoint_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="trained to 120 steps, past steps=50; give --config.steps >= 120"):
         wd.check_not_past(50)
     Workdir(str(tmp_path / "new")).check_not_past(1)
+
+
+def test_a_dry_run_with_a_new_data_dir_writes_nothing_there(tmp_path):
+    """--dry_run promises to write nothing; it prepared the embedded digits into a new data_dir."""
+    from asgdjax.configs.default import get_config
+    from asgdjax.train import check
+
+    c = get_config()
+    c.data_dir = str(tmp_path / "data")
+    said = check(c, str(tmp_path / "run"))
+    assert "1438 training examples" in said
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

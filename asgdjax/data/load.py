@@ -121,10 +121,17 @@ def require_prepared(name: str, data_dir: str | None = None) -> None:
         raise ConfigError(f"dataset {name!r} is not prepared in {where!r}; prepare it with: {spec.prepare_hint}")
 
 
-def load_dataset(name: str, data_dir: str | None = None, *, workers: int = 1) -> ArrayDataset | StreamingDataset:
+def load_dataset(
+    name: str, data_dir: str | None = None, *, workers: int = 1, write: bool = True
+) -> ArrayDataset | StreamingDataset:
     """Read both splits into memory (streamed datasets: open them, `workers` decode processes each); the
-    embedded `digits` is prepared on first use, others must be."""
+    embedded `digits` is prepared on first use, others must be. `write=False` (a dry run) reads an unprepared
+    embedded set from the package instead, leaving data_dir as it was (the same sizes, in another order)."""
     spec = get_spec(name)
+    if not write and spec.embedded and not is_prepared(name, data_dir):
+        split = builder_for(name, data_dir)._arrays()
+        images = {f"{s}_images": np.asarray(split[s][0], np.uint8).reshape(-1, *spec.image_shape) for s in split}
+        return ArrayDataset(spec, **images, **{f"{s}_labels": np.asarray(split[s][1], np.int32) for s in split})
     require_prepared(name, data_dir)
     if name in STREAMED:
         from asgdjax.data.imagenet import ImageNetSource

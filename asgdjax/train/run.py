@@ -58,7 +58,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
 def check(config, workdir: str) -> str:
     """Everything `train` checks before writing (config, workdir, data, shards, trace, memory), and nothing
     else: what would run, in a line."""
-    setup = _checked(config, workdir)
+    setup = _checked(config, workdir, write=False)
     if isinstance(setup.dataset, StreamingDataset):
         setup.dataset.close()
     wd = Workdir(workdir)  # what the real run's lock and resume would say, without taking either
@@ -76,18 +76,19 @@ def check(config, workdir: str) -> str:
     )
 
 
-def _checked(config, workdir: str) -> RunSetup:
+def _checked(config, workdir: str, *, write: bool = True) -> RunSetup:
     """The config's values, this host's devices split as asked, the workdir's location, then the run's parts."""
     validate(config)
     if config.cpu_devices:
         _force_cpu_devices(config.cpu_devices)
     check_location(workdir)
-    return prepare(config)
+    return prepare(config, write=write)
 
 
-def prepare(config) -> RunSetup:
-    """Load and check everything the run needs (no file is written)."""
-    dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers)
+def prepare(config, *, write: bool = True) -> RunSetup:
+    """Load and check everything the run needs (no file is written, but the embedded set's prepared copy
+    unless `write` is False)."""
+    dataset = load_dataset(config.dataset, config.data_dir or None, workers=config.data_workers, write=write)
     spec = dataset.spec
     model = get_model(config.model, spec.num_classes, spec.image_shape, dtype=config.dtype)
     check_input(model, config.model, config.dataset)
