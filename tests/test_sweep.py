@@ -16,6 +16,7 @@ from asgdjax.sim import Simulator, make_schedule
 from asgdjax.sim.sweep import Member, sweep
 from asgdjax.sweep import grid, split_argv
 from asgdjax.sweep.grid import apply, program_key
+from asgdjax.train import tensorboard
 
 
 @pytest.mark.slow
@@ -36,6 +37,8 @@ def test_a_4x4_grid_of_the_default_config_runs_from_the_command_line(tmp_path):
     assert "point 1-16 of 16 (one simulated sweep)" in out.stderr  # one group: they share a program
     point = tmp_path / "sw" / "learning_rate=0.05,momentum=0.9"
     assert json.loads((point / "summary.json").read_text())["steps"] == 60 and (point / "trace.npz").exists()
+    if tensorboard.available():  # where a lone run writes its event files (swept points wrote none)
+        assert any((point / tensorboard.SUBDIR).iterdir())
     # Rerunning skips every finished point (nothing is recomputed) and rewrites the same table.
     again = run_cli("sweep", args, tmp_path)
     assert again.returncode == 0 and "point " not in again.stderr

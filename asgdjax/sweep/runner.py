@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from asgdjax.errors import Diverged
 from asgdjax.sim import Simulator
 from asgdjax.sim.sweep import Member, sweep
 from asgdjax.sweep.grid import Point, apply, program_key
-from asgdjax.train import train
+from asgdjax.train import tensorboard, train
 from asgdjax.train.build import hparams_from_config, keys, sampler_from_config, schedule_from_config, server_factory
 from asgdjax.train.outputs import MetricsWriter, read_json, write_json
 from asgdjax.train.run import check, prepare
@@ -195,13 +196,34 @@ def _finish_diverged(config: Any, workdir: str, trace: Any) -> dict:
     return summary
 
 
-def _open(config: Any, workdir: str) -> MetricsWriter:
+class _PointWriter(NamedTuple):
+    """A swept point's records, where a lone run writes them: metrics.jsonl and (asked for and installed)
+    TensorBoard event files."""
+
+    jsonl: MetricsWriter
+    board: Any = None
+
+    def write(self, step: int, **record: Any) -> None:
+        self.jsonl.write(step, **record)
+        if self.board is not None:
+            self.board.write(step, **record)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _open(config: Any, workdir: str) -> _PointWriter:
     with Workdir(workdir) as wd:
         wd.check_same_run(config.to_dict())
         write_json(wd.file("config.json"), config.to_dict())
     writer = MetricsWriter(workdir)
     writer.truncate_after(-1)  # an interrupted sweep starts this point over
-    return writer
+    if not (config.tensorboard and tensorboard.available()):
+        return _PointWriter(writer)
+    shutil.rmtree(os.path.join(workdir, tensorboard.SUBDIR), ignore_errors=True)  # and its event files
+    return _PointWriter(writer, tensorboard.TensorBoardWriter(workdir))
 
 
 def _finish(config: Any, workdir: str, trace: Any, state: Any, last: dict, wall: float, watch: Any) -> dict:
