@@ -177,7 +177,7 @@ def parse_flags(argv):
         if "Error whilst parsing config file" in text:  # ml_collections wraps get_config's error with its traceback
             raised = [line.strip() for line in text.splitlines() if line.strip()][-1]
             fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({raised})")
-        fail(_typed_override(text) or text)
+        fail(_typed_override(text) or _unknown_flag(text) or text)
     except Exception as e:  # noqa: BLE001 (a config file that raises while it is loaded)
         fail(f"--config={config_argument(argv[1:])!r} cannot be loaded ({type(e).__name__}: {e})")
 
@@ -190,13 +190,32 @@ _OVERRIDE_TYPES = {
 
 
 def _typed_override(text: str) -> str | None:
-    """absl's message for a --config.KEY=VALUE of the wrong type, as the tools' line: the key, the value and
-    what is allowed; None for any other message."""
-    match = re.match(r"flag --(config\.[\w.]+)=(.*?): ", text)
-    allowed = next((kind for cue, kind in _OVERRIDE_TYPES.items() if cue in text), None)
-    if match is None or allowed is None:
+    """absl's message for a --FLAG=VALUE or --config.KEY=VALUE of the wrong type, as the tools' line: the
+    flag, the value and what is allowed; None for any other message."""
+    match = re.match(r"flag --([\w.]+)=(.*?): ", text)
+    if match is None:
         return None
-    return f"--{match.group(1)}={match.group(2)!r} is not allowed; use {allowed}"
+    name, value = match.groups()
+    if "as a ConfigDict" in text:  # --config.delay=3: a group of keys given one value
+        group = ml_collections.ConfigDict(flags.FLAGS["config"].value).get(name.removeprefix("config."), {})
+        keys = list(group.keys()) if hasattr(group, "keys") else []
+        first = "kind" if "kind" in keys else next(iter(keys), "KEY")
+        return f"--{name}={value!r} is not allowed; {name} is a group of keys, set one: e.g. --{name}.{first}=..."
+    allowed = next((kind for cue, kind in _OVERRIDE_TYPES.items() if cue in text), None)
+    return None if allowed is None else f"--{name}={value!r} is not allowed; use {allowed}"
+
+
+def _unknown_flag(text: str) -> str | None:
+    """absl's unknown-flag message with the closest flags or config keys (`--confg.mode`: `--config.mode`)."""
+    match = re.match(r"Unknown command line flag '([^']+)'", text)
+    if match is None:
+        return None
+    name = match.group(1)
+    ours = [n for n, f in flags.FLAGS._flags().items() if n == f.name and n not in ("helpfull", "helpxml")]
+    ours += [f"config.{k.key}" for k in config_keys()] if "config" in flags.FLAGS else []
+    close = difflib.get_close_matches(name, ours, n=2, cutoff=0.75)
+    hint = f" (did you mean {' or '.join('--' + c for c in close)}?)" if close else ""
+    return f"unknown flag --{name}{hint}; {PROGRAM[0]} --help lists the flags and config keys"
 
 
 def exhaustion(exc: BaseException) -> str | None:
