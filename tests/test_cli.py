@@ -197,6 +197,10 @@ def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
     assert unused_settings(c, ["momentum"])[0] == (
         "--config.momentum is read by optimizer=momentum or nesterov; optimizer=sgd ignores it"
     )
+    c.eval_examples = 100  # in-memory sets score their whole test split
+    assert "eval_examples is read for streamed datasets (imagenet2012) only" in unused_settings(c, ["eval_examples"])[0]
+    c.dataset = "imagenet2012"
+    assert unused_settings(c, ["eval_examples"]) == [warm]
     args = ["--config.num_workers=4", "--config.ray_address=auto", "--config.augment=true", "--dry_run"]
     out = run(args, tmp_path)
     assert out.returncode == 0 and "ok: mode=sync" in out.stdout, out.stderr[-2000:]

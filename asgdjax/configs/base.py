@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # root of every random stream (init, batches, schedule, example order)
     c.sampler = "shards"  # shards (each worker walks its 1/K of every epoch) | replacement
     c.data_workers = 1  # decode processes per split of a dataset read from disk (imagenet2012)
-    c.eval_examples = 0  # held-out examples each evaluation scores; 0 = the whole split
+    c.eval_examples = 0  # held-out examples each evaluation scores (streamed datasets); 0 = the whole split
     # == Asynchrony (mode=sim and mode=async) ==
     c.num_workers = 1  # K workers
     c.protocol = "async"  # async (plain A-SGD) | softsync (n-softsync) | sync (K gradients per update)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from asgdjax.config_checks import choice, dotted, finite_positive, int_at_least
 from asgdjax.core.sampling import SAMPLERS
 from asgdjax.data import DATASETS
+from asgdjax.data.registry import STREAMED
 from asgdjax.errors import ConfigError
 from asgdjax.models import DTYPES, MODELS
 from asgdjax.optim import COMPENSATIONS, OPTIMIZERS, SCHEDULES
@@ -76,6 +77,11 @@ def unused_settings(config, given: list[str]) -> list[str]:
     if "augment" in given and config.augment and spec is not None and not spec.augment:
         natural = ", ".join(n for n, s in sorted(DATASETS.items()) if s.augment)
         notes.append(f"--config.augment=true does nothing on {config.dataset} (crop + flip is for {natural})")
+    if "eval_examples" in given and config.eval_examples and config.dataset not in STREAMED:
+        notes.append(
+            f"--config.eval_examples is read for streamed datasets ({', '.join(STREAMED)}) only; {config.dataset} "
+            "is held in memory and every evaluation scores its whole test split"
+        )
     if config.mode != "sync" and config.num_workers > 1 and config.warm_start_steps >= config.steps:
         notes.append(
             f"warm_start_steps={config.warm_start_steps} covers all steps={config.steps}: worker 0 trains alone "
