@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from asgdjax.config_checks import choice, dotted, finite_positive, int_at_least
 from asgdjax.core.sampling import SAMPLERS
 from asgdjax.data import DATASETS
@@ -53,6 +56,51 @@ NOT_SYNC = (
 )
 
 
+class Reader(NamedTuple):
+    """A key read only when another setting says so: `reads(config)`, described as `by`; `now` names the
+    setting that makes this run ignore it."""
+
+    key: str
+    reads: Callable[[Any], bool]
+    by: str
+    now: Callable[[Any], str]
+
+
+READ_WHEN = (
+    Reader("softsync_n", lambda c: c.protocol == "softsync", "protocol=softsync", lambda c: f"protocol={c.protocol}"),
+    Reader(
+        "rule_lambda",
+        lambda c: c.rule.startswith("dc_asgd"),
+        "rule=dc_asgd or dc_asgd_adaptive",
+        lambda c: f"rule={c.rule}",
+    ),
+    Reader(
+        "momentum_compensation",
+        lambda c: c.optimizer in ("momentum", "nesterov"),
+        "optimizer=momentum or nesterov",
+        lambda c: f"optimizer={c.optimizer}",
+    ),
+    Reader(
+        "delay.spread",
+        lambda c: c.delay.kind in ("uniform", "lognormal"),
+        "delay.kind=uniform or lognormal",
+        lambda c: f"delay.kind={c.delay.kind}",
+    ),
+    Reader(
+        "delay.staleness_bound",
+        lambda c: c.delay.kind == "uniform_staleness",
+        "delay.kind=uniform_staleness",
+        lambda c: f"delay.kind={c.delay.kind}",
+    ),
+    Reader(
+        "delay.straggler_factor",
+        lambda c: c.delay.straggler_prob > 0,
+        "delay.straggler_prob > 0",
+        lambda c: f"delay.straggler_prob={c.delay.straggler_prob}",
+    ),
+)
+
+
 def unused_settings(config, given: list[str]) -> list[str]:
     """What this run ignores of what the user asked for (`given`: the --config.KEY names on the command line),
     one note line each, so a setting never goes unused without a word; also a warm start as long as the
@@ -64,6 +112,9 @@ def unused_settings(config, given: list[str]) -> list[str]:
         if top in ignored:
             where = "async" if top in ASYNC_ONLY else "sim" if top in SIM_ONLY else "sim and mode=async"
             notes.append(f"--config.{key} is read by mode={where} only; this mode={config.mode} run ignores it")
+    for r in READ_WHEN:
+        if r.key in given and r.key.split(".")[0] not in ignored and not r.reads(config):
+            notes.append(f"--config.{r.key} is read by {r.by} only; this run's {r.now(config)} ignores it")
     if "momentum" in given and config.optimizer not in ("momentum", "nesterov"):
         notes.append(
             f"--config.momentum is read by optimizer=momentum or nesterov; optimizer={config.optimizer} ignores it"
