@@ -10,7 +10,7 @@ from helpers import assert_trees_close, assert_trees_equal, checkpoint_state
 
 from asgdjax.configs.default import get_config
 from asgdjax.core.trace import Trace
-from asgdjax.errors import Diverged
+from asgdjax.errors import ConfigError, Diverged
 from asgdjax.train import train
 
 
@@ -101,6 +101,11 @@ def test_async_mode_reports_runtime_metrics_and_its_trace_replays(tmp_path):
     _, saved = final_params(tmp_path / "async")
     _, replayed = final_params(tmp_path / "replay")
     assert_trees_close(replayed["sim"]["server"]["params"], saved["server"]["params"], atol=1e-6)
+    # On other batches it would follow the same order to other numbers: refused before anything runs.
+    other = config(mode="sim", num_workers=4, rule="staleness_lr", steps=60, trace=s["trace"], batch_size=16)
+    with pytest.raises(ConfigError, match="recorded with batch_size=32 .this config: 16.; an exact replay"):
+        train(other, str(tmp_path / "other"), show_progress=False)
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("mode", ["sim", "async"])

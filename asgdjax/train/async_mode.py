@@ -23,7 +23,7 @@ from asgdjax.train.build import (
 )
 from asgdjax.train.loop import RunContext, crossed, log_and_eval
 from asgdjax.train.outputs import write_json
-from asgdjax.train.sim import rejection_summary
+from asgdjax.train.sim import record_inputs, rejection_summary
 
 
 def run_async(ctx: RunContext) -> dict:
@@ -85,6 +85,7 @@ def run_async(ctx: RunContext) -> dict:
         coordinator.shutdown()
     bar.close()
     trace.meta.update(lr_schedule_updates=total_updates)
+    record_inputs(trace, config)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
     save_runtime_stats(os.path.join(ctx.workdir, "runtime_stats.json"), stats)
     if ctx.checkpoints.latest_step() != config.steps:

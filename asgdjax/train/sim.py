@@ -27,6 +27,7 @@ def run_sim(ctx: RunContext) -> dict:
     config = ctx.config
     spec = ProtocolSpec.from_config(config)
     trace = load_trace(config) if config.trace else schedule_from_config(config)
+    record_inputs(trace, config)
     trace.save(os.path.join(ctx.workdir, "trace.npz"))
     sim = make_simulator(ctx, trace, spec)
     hparams = hparams_from_config(config)
@@ -163,4 +164,19 @@ def load_trace(config) -> Trace:
     for key in ("protocol", "n_fetch", "n_push", "softsync_n"):
         if key in trace.meta and trace.meta[key] != config[key]:
             raise ConfigError(f"trace={config.trace!r} was recorded with {key}={trace.meta[key]!r}; set the same")
+    for key, value in trace.meta.get(INPUTS, {}).items():  # traces written before the record: as they are
+        if config.get(key) != value:
+            raise ConfigError(
+                f"trace={config.trace!r} was recorded with {key}={value!r} (this config: {config.get(key)!r}); an "
+                f"exact replay computes the same batches: set --config.{key}={value}"
+            )
     return trace
+
+
+INPUTS = "config_inputs"  # trace.meta's record of what the trainer's gradients were computed on
+INPUT_KEYS = ("dataset", "batch_size", "sampler", "seed")  # the batches (and keys) of each (worker, step)
+
+
+def record_inputs(trace: Trace, config) -> None:
+    """Note in the trace what its gradients were computed on, so a replay on other batches is refused."""
+    trace.meta[INPUTS] = {k: config[k] for k in INPUT_KEYS}
