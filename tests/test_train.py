@@ -157,6 +157,47 @@ def read_events(logdir):
     return out
 
 
+def shown_events(logdir):
+    """What TensorBoard shows: the event files in the order written, each file's purge step (a resumed run's
+    SessionLog START) dropping the earlier files' events from that step on."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    shown = []
+    for path in sorted(glob.glob(f"{logdir}/events.out.tfevents.*"), key=lambda p: pathlib.Path(p).stat().st_mtime):
+        data, i = pathlib.Path(path).read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                shown = [(s, tag) for s, tag in shown if s < event.step]
+            shown += [(event.step, v.tag) for v in event.summary.value]
+    return shown
+
+
+@pytest.mark.slow
+def test_tensorboard_after_a_resume_shows_each_step_once(tmp_path):
+    """metrics.jsonl drops the records a resume recomputes; TensorBoard showed them twice (two values per
+    step in async runs, whose recomputed steps differ): the resumed event file now purges them."""
+    pytest.importorskip("tensorboardX")
+    run = str(tmp_path / "run")
+    train(
+        config(steps=40, log_every=10, eval_every=20, checkpoint_every=20, tensorboard=True), run, show_progress=False
+    )
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "40")  # killed between checkpoints: 21..40 are recomputed
+    (tmp_path / "run" / "summary.json").unlink()
+    train(
+        config(steps=40, log_every=10, eval_every=20, checkpoint_every=20, tensorboard=True), run, show_progress=False
+    )
+    shown = shown_events(tmp_path / "run" / "tensorboard")
+    losses = [s for s, tag in shown if tag == "train_loss"]
+    assert losses == [10, 20, 30, 40] and [s for s, tag in shown if tag == "test_accuracy"] == [20, 40]
+
+
 @pytest.mark.parametrize("mode", ["sim", "async"])
 def test_tensorboard_events_hold_every_scalar_and_staleness_histograms(tmp_path, mode):
     pytest.importorskip("tensorboardX")

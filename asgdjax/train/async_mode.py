@@ -208,7 +208,7 @@ def resume(ctx: RunContext, protocol, server, params):
             "move it away to resume from an earlier one, or use a new --workdir"
         ) from None
     ctx.resumed_from = kept
-    ctx.writer.truncate_after(kept)
+    ctx.truncate_after(kept)
     ctx.write(kept, event="resumed", from_update=int(snap["version"]), gradients_kept=kept, checkpoint=step)
     logging.warning(
         "resumed from checkpoint %d: update %d, %d gradients kept, every worker restarts from the server's "

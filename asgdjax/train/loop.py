@@ -66,10 +66,16 @@ class RunContext:
         if got is None:
             return like
         self.resumed_from, state = got
-        self.writer.truncate_after(self.resumed_from)
+        self.truncate_after(self.resumed_from)
         self.write(self.resumed_from, event="resumed", checkpoint=self.resumed_from)  # as mode=async records it
         logging.warning("resumed from checkpoint %d; the steps after it are recomputed", self.resumed_from)
         return state
+
+    def truncate_after(self, step: int) -> None:
+        """Forget the records past `step` in every writer (a resume recomputes those steps)."""
+        self.writer.truncate_after(step)
+        for w in self.extra_writers:
+            w.truncate_after(step)
 
     def save(self, step: int, state, meta: dict | None = None) -> None:
         self.checkpoints.save(step, state, meta)

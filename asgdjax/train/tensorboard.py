@@ -27,23 +27,39 @@ class TensorBoardWriter:
     """`write(step, **record)` like MetricsWriter: numbers become scalars, `*_hist` count lists histograms."""
 
     def __init__(self, workdir: str):
-        from tensorboardX import SummaryWriter
-
         self.logdir = os.path.join(workdir, SUBDIR)
-        self._w = SummaryWriter(logdir=self.logdir, flush_secs=10)
+        self._w: Any = None  # opened at the first record, after a resume has said where it starts
+        self._purge: int | None = None
+        self._files = 0
+
+    def truncate_after(self, step: int) -> None:
+        """A resumed run recomputes the steps after `step`: the next event file carries purge step
+        `step + 1`, which tells TensorBoard to drop the earlier files' events from there on (as
+        MetricsWriter drops their records)."""
+        self.close()
+        self._purge = step + 1
+
+    def _writer(self) -> Any:
+        if self._w is None:
+            from tensorboardX import SummaryWriter
+
+            self._files += 1  # two files opened within one second must not share a name
+            suffix = f".{os.getpid()}.{self._files}"
+            self._w = SummaryWriter(logdir=self.logdir, flush_secs=10, purge_step=self._purge, filename_suffix=suffix)
+        return self._w
 
     def write(self, step: int, **record: Any) -> None:
         for key, value in record.items():
             if key.endswith("_hist") and isinstance(value, (list, tuple)) and sum(value) > 0:
                 self._histogram(key, np.asarray(value, np.float64), step)
             elif _number(value) and math.isfinite(float(value)):
-                self._w.add_scalar(key, float(value), step)
+                self._writer().add_scalar(key, float(value), step)
 
     def _histogram(self, key: str, counts: np.ndarray, step: int) -> None:
         values = np.arange(len(counts), dtype=np.float64)
         total = counts.sum()
         nonzero = np.flatnonzero(counts)
-        self._w.add_histogram_raw(
+        self._writer().add_histogram_raw(
             key,
             min=float(values[nonzero[0]]),
             max=float(values[nonzero[-1]]),
@@ -56,7 +72,9 @@ class TensorBoardWriter:
         )
 
     def close(self) -> None:
-        self._w.close()
+        if self._w is not None:
+            self._w.close()
+            self._w = None
 
 
 def _number(value: Any) -> bool:
