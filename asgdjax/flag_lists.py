@@ -12,14 +12,25 @@ T = TypeVar("T", int, float)
 
 
 def items(flag: str, text: str, *, unique: bool = True) -> list[str]:
-    """The stripped entries of `text` in order, each once (all of them when not `unique`: a list of per-worker
-    values); at least one, and none empty (`1,,2` is a typo more often than a list of two)."""
+    """The stripped entries of `text` in order: at least one, none empty (`1,,2` is a typo more often than a
+    list of two), and, when `unique` (a set of choices, not a list of per-worker values), none twice."""
     out = [t.strip() for t in text.split(",")]
     if not any(out):
         raise ConfigError(f"--{flag}={text!r} is not allowed; give at least one comma-separated value")
     if not all(out):
         raise ConfigError(f"--{flag}={text!r} has an empty entry; give comma-separated values, e.g. 1,2,4")
-    return list(dict.fromkeys(out)) if unique else out
+    if unique:
+        once(flag, out, out)
+    return out
+
+
+def once(flag: str, texts: list[str], values: list) -> None:
+    """Refuse a value given twice (as `0.1,0.1` or `0.1,0.10`): it would be searched or run once, silently."""
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            first = texts[values.index(value)]
+            same = f" ({first!r} and {texts[i]!r})" if first != texts[i] else ""
+            raise ConfigError(f"--{flag} gives {value!r} twice{same}; give each value once")
 
 
 def numbers(
@@ -35,6 +46,8 @@ def numbers(
         if not ok(x):
             raise ConfigError(f"--{flag} entry {t!r} is not allowed; use comma-separated {allowed}")
         out.append(x)
+    if unique:
+        once(flag, [t.strip() for t in text.split(",")], out)
     return out
 
 

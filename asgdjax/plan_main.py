@@ -175,6 +175,10 @@ def print_plan(plan, recommended: str) -> None:
         print(f"{r.workers:>8} {t:>14} {s:>8} {r.accuracy:>9.4f}  {r.candidate.name}{mark}")
     print(f"recommended: {plan.recommended.candidate.name}")
     print(f"  {recommended}")
+    row = plan.recommended
+    print(f"  (--config.steps={row.steps}: the gradients its bracket trained, {row.trained_seconds:.4g} clock s)")
+    for note in plan.notes:
+        print(f"asgdjax-plan: note: {note}", file=sys.stderr)
     print(
         f"search: {plan.wall_seconds:.1f} s wall, {plan.simulated_gradients:,} simulated gradients",
         file=sys.stderr,

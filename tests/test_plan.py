@@ -27,7 +27,7 @@ SPACE = dict(workers="2,4", protocols="async", rules="none", learning_rates="0.0
 
 def test_the_space_parses_every_axis_into_typed_candidates():
     space = Space.parse(
-        workers="8,2,4,2", protocols="async,downpour:4,ssp:0,softsync:2", rules="none,staleness_lr",
+        workers="8,2,4", protocols="async,downpour:4,ssp:0,softsync:2", rules="none,staleness_lr",
         learning_rates="0.05,0.1", momenta="0,0.9",
     )  # fmt: skip
     assert space.workers == (2, 4, 8) and space.size == 3 * 4 * 2 * 2 * 2
@@ -52,6 +52,8 @@ def test_the_space_parses_every_axis_into_typed_candidates():
         ("momenta", "1.0", "'1.0'"),
         ("momenta", ",", "','"),
         ("workers", "2,,4", "'2,,4' has an empty entry"),
+        ("workers", "2,4,2", "--workers gives '2' twice; give each value once"),
+        ("learning_rates", "0.1,0.10", r"gives 0.1 twice \('0.1' and '0.10'\)"),
     ],
 )
 def test_a_bad_axis_value_is_one_error_naming_it(axis, value, named):
@@ -362,6 +364,12 @@ def test_more_workers_train_only_to_a_margin_past_the_time_fewer_workers_take(mo
     # other seed of 8 workers ran; 2 and 4 workers ran both seeds
     assert len(rows[8].scores) == 1 and not any(c.workers == 8 and s == 1 for c, s in trained)
     assert len(rows[2].scores) == len(rows[4].scores) == 2
+    assert plan.notes == ()
+    # A target met before the warm start ends (worker 0 alone) compares no asynchronous training: said.
+    monkeypatch.setattr(FakeLanes, "warm_start_end", lambda self, cand: 2.5)
+    plan = search_mod.search(get_config(), Clocks(default=CLOCK), space, target=0.97, budget=12.0, seeds=2)
+    (note,) = plan.notes
+    assert note.startswith("4 workers reach the target at 2 s, inside the warm start (worker 0 trains alone until 2.5")
 
 
 def test_one_program_serves_every_rule_and_run_length_with_the_same_numbers(digits):

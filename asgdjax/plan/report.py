@@ -31,6 +31,7 @@ def to_json(plan: Plan, *, command: str, target: float, clocks: dict[str, Any], 
         "recommended": {**plan.recommended.to_json(), "command": recommended_command},
         "wall_seconds": plan.wall_seconds,
         "simulated_gradients": plan.simulated_gradients,
+        "notes": list(plan.notes),
     }
 
 

@@ -31,6 +31,7 @@ class Plan(NamedTuple):
     recommended: FrontRow
     wall_seconds: float
     simulated_gradients: int  # over every lane: the search's cost in gradients
+    notes: tuple[str, ...] = ()  # what the user should know about this plan's answer
 
 
 def search(
@@ -55,6 +56,7 @@ def search(
     lanes = Lanes(config, clocks, budget=budget, target=target, evals=evals, rules=space.rules)
     brackets: dict[int, list[Rung]] = {}
     rows: list[FrontRow] = []
+    notes: list[str] = []
     for k in sorted(space.workers):
         beat = min((r.seconds for r in rows if r.seconds is not None), default=math.inf)
         seconds = min(budget, BEAT_MARGIN * beat)
@@ -77,8 +79,15 @@ def search(
             lanes.release(best, seed)
         lanes.release_prefixes()
         progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
+        if k > 1 and rows[-1].seconds is not None and rows[-1].seconds <= start:
+            notes.append(
+                f"{k} workers reach the target at {rows[-1].seconds:.4g} s, inside the warm start (worker 0 trains "
+                f"alone until {start:.4g} s): that row measures no asynchronous training; raise --target or lower "
+                "--config.warm_start_steps"
+            )
     front, best_row = pareto_front(rows), recommend(rows)
-    return Plan(budget, brackets, rows, front, best_row, time.time() - t0, lanes.simulated_gradients())
+    wall = time.time() - t0
+    return Plan(budget, brackets, rows, front, best_row, wall, lanes.simulated_gradients(), tuple(notes))
 
 
 def warm_start_end(lanes: Lanes, candidates: list[Candidate]) -> float:

@@ -7,7 +7,7 @@ import itertools
 from typing import Any, NamedTuple
 
 from asgdjax.errors import ConfigError
-from asgdjax.flag_lists import items, numbers, positive_ints
+from asgdjax.flag_lists import items, numbers, once, positive_ints
 from asgdjax.rules import RULES
 
 PROTOCOL_KINDS = ("async", "downpour", "ssp", "softsync")
@@ -99,7 +99,9 @@ class Space(NamedTuple):
     def parse(cls, *, workers: str, protocols: str, rules: str, learning_rates: str, momenta: str) -> Space:
         """Parse the comma-separated flag values; the first bad one is a ConfigError naming it."""
         ks = tuple(positive_ints("workers", workers))
-        ps = tuple(dict.fromkeys(ProtocolChoice.parse(t) for t in items("protocols", protocols)))
+        texts = items("protocols", protocols)
+        ps = tuple(ProtocolChoice.parse(t) for t in texts)
+        once("protocols", texts, list(ps))  # downpour:4 and downpour:4:4 name one protocol
         rs = tuple(items("rules", rules))
         for r in rs:
             if r not in RULES:

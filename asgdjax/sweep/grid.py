@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from asgdjax.core.protocol import ProtocolSpec
 from asgdjax.errors import ConfigError
-from asgdjax.flag_lists import items
+from asgdjax.flag_lists import items, once
 
 PREFIX = "--sweep."
 # Keys that change only the schedule, the initial parameters or the hyperparameters the simulator takes as
@@ -57,12 +57,7 @@ def grid(config: Any, sweeps: list[tuple[str, str]]) -> list[Point]:
         default = _lookup(config, key)
         texts = items(f"sweep.{key}", values)
         parsed = [_parse(key, v, default) for v in texts]
-        for i, value in enumerate(parsed):
-            if value in parsed[:i]:
-                first = texts[parsed.index(value)]
-                raise ConfigError(
-                    f"--sweep.{key} gives {value!r} twice ({first!r} and {texts[i]!r}); give each value once"
-                )
+        once(f"sweep.{key}", texts, parsed)  # 0.1,0.10 would run one point, silently
         axes.append([(key, v) for v in parsed])
     return [Point(dict(combo)) for combo in itertools.product(*axes)]
 
