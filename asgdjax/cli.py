@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 
 import ml_collections
@@ -103,7 +104,9 @@ def _interruptible(main_fn, with_config: bool):
                 "(start from asgdjax.configs.base.base_config())"
             )
         try:
-            return main_fn(argv)
+            out = main_fn(argv)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C must not traceback in atexit
+            return out
         except KeyboardInterrupt:
             print(
                 f"{PROGRAM[0]}: interrupted; what was saved is kept (rerun the same command to resume)", file=sys.stderr

@@ -90,7 +90,8 @@ def print_notes(config, points) -> None:
 
 def print_table(table: list[dict]) -> None:
     keys = [k for k in table[0] if k not in report.COLUMNS and k not in ("workdir", "health")]
-    cols = keys + ["final_test_accuracy", "staleness_mean", "virtual_seconds"]
+    measured = ["final_test_accuracy", "staleness_mean", "virtual_seconds"]  # a sync sweep has no staleness or clock
+    cols = keys + [c for c in measured if any(row.get(c) is not None for row in table)]
     cols += ["diverged_at"] if any(row.get("diverged_at") is not None for row in table) else []
     cols += ["health"] if any(row.get("health") not in ("ok", None) for row in table) else []
     print("  ".join(f"{c:>20}" for c in cols))
