@@ -1,7 +1,7 @@
 """The classic staleness results, reproduced in the simulator; each study writes a table (JSON) and a plot
 and states the published outcome next to the reproduced one (the verdict is computed from the numbers).
 
-  python experiments/staleness_literature.py --quick                 # MNIST, a few minutes on 2 CPU cores
+  python experiments/staleness_literature.py --quick                 # MNIST, about 15 minutes on 2 CPU cores
   python experiments/staleness_literature.py --study=dai            # one study, full setting
 
 zhang  Zhang, Gupta, Lian, Liu 2016 (Staleness-aware async-SGD): n-softsync with a fixed learning rate
