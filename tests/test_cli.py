@@ -195,7 +195,7 @@ def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
     assert unused_settings(c, ["momentum"]) == [warm]  # optimizer=momentum reads it
     c.optimizer = "sgd"
     assert unused_settings(c, ["momentum"])[0] == (
-        "--config.momentum is read by optimizer=momentum or nesterov; optimizer=sgd ignores it"
+        "--config.momentum is read by optimizer=momentum or nesterov only; this run's optimizer=sgd ignores it"
     )
     c.mode, c.optimizer, c.delay.kind = "sim", "momentum", "lognormal"  # keys another setting switches off
     read = ["softsync_n", "rule_lambda", "delay.spread", "delay.staleness_bound", "delay.straggler_factor"]
@@ -205,6 +205,10 @@ def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):
     c.protocol, c.rule, c.delay.kind, c.delay.straggler_prob = "softsync", "dc_asgd", "uniform_staleness", 0.1
     assert [n.split()[0] for n in unused_settings(c, read) if n != warm] == ["--config.delay.spread"]
     c.optimizer = "sgd"
+    assert unused_settings(c, ["local_learning_rate"])[0] == (
+        "--config.local_learning_rate is read by Downpour (n_fetch or n_push > 1) only; this run's n_fetch=1, "
+        "n_push=1 ignores it"
+    )
     c.eval_examples = 100  # in-memory sets score their whole test split
     assert "eval_examples is read for streamed datasets (imagenet2012) only" in unused_settings(c, ["eval_examples"])[0]
     c.dataset = "imagenet2012"

@@ -66,19 +66,29 @@ class Reader(NamedTuple):
     now: Callable[[Any], str]
 
 
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 READ_WHEN = (
+    *(
+        Reader(
+            k,
+            lambda c: c.optimizer in MOMENTUM_OPTIMIZERS,
+            "optimizer=momentum or nesterov",
+            lambda c: f"optimizer={c.optimizer}",
+        )
+        for k in ("momentum", "momentum_compensation")
+    ),
+    Reader(
+        "local_learning_rate",
+        lambda c: c.n_fetch > 1 or c.n_push > 1,
+        "Downpour (n_fetch or n_push > 1)",
+        lambda c: f"n_fetch={c.n_fetch}, n_push={c.n_push}",
+    ),
     Reader("softsync_n", lambda c: c.protocol == "softsync", "protocol=softsync", lambda c: f"protocol={c.protocol}"),
     Reader(
         "rule_lambda",
         lambda c: c.rule.startswith("dc_asgd"),
         "rule=dc_asgd or dc_asgd_adaptive",
         lambda c: f"rule={c.rule}",
-    ),
-    Reader(
-        "momentum_compensation",
-        lambda c: c.optimizer in ("momentum", "nesterov"),
-        "optimizer=momentum or nesterov",
-        lambda c: f"optimizer={c.optimizer}",
     ),
     Reader(
         "delay.spread",
@@ -115,15 +125,6 @@ def unused_settings(config, given: list[str]) -> list[str]:
     for r in READ_WHEN:
         if r.key in given and r.key.split(".")[0] not in ignored and not r.reads(config):
             notes.append(f"--config.{r.key} is read by {r.by} only; this run's {r.now(config)} ignores it")
-    if "momentum" in given and config.optimizer not in ("momentum", "nesterov"):
-        notes.append(
-            f"--config.momentum is read by optimizer=momentum or nesterov; optimizer={config.optimizer} ignores it"
-        )
-    downpour = config.n_fetch > 1 or config.n_push > 1
-    if "local_learning_rate" in given and config.mode != "sync" and not downpour:
-        notes.append(
-            "--config.local_learning_rate is read by Downpour (n_fetch or n_push > 1) only; this run ignores it"
-        )
     spec = DATASETS.get(config.dataset)
     if "augment" in given and config.augment and spec is not None and not spec.augment:
         natural = ", ".join(n for n, s in sorted(DATASETS.items()) if s.augment)
