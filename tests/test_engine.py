@@ -164,21 +164,3 @@ def test_cnn_replay_matches_the_python_reference(digits_cnn, protocol):
     state, p0, smp = simulate(task, data, trace, spec=spec)
     want = reference(task, data, trace, smp, p0, local=spec.local_updates)
     assert_trees_close(state.server.params, want, atol=1e-5)
-
-
-def test_take_rows_is_jnp_take_under_jit_vmap_and_scan():
-    """The row loop that replaces XLA:CPU's gather for own-loss tasks returns exactly jnp.take's rows,
-    also vmapped (its batching rule gathers) and inside a scan, for any row shape and dtype."""
-    from asgdjax.core.rows import take_rows
-
-    rng = np.random.default_rng(0)
-    for x in (rng.normal(size=(50, 7)).astype(np.float32), rng.integers(0, 255, (50, 3, 2)).astype(np.uint8)):
-        x = jnp.asarray(x)
-        idx = jnp.asarray(rng.integers(0, 50, size=(4, 6)).astype(np.int32))
-        want = jnp.take(x, idx, axis=0)
-        np.testing.assert_array_equal(jax.jit(take_rows)(x, idx[0]), want[0])
-        np.testing.assert_array_equal(jax.vmap(take_rows, in_axes=(None, 0))(x, idx), want)
-        xs = jnp.stack([x, x + 1])
-        np.testing.assert_array_equal(jax.vmap(take_rows, in_axes=(0, None))(xs, idx[1]), jnp.take(xs, idx[1], axis=1))
-        got = jax.lax.scan(lambda c, i, x=x: (c, take_rows(x, i)), 0, idx)[1]
-        np.testing.assert_array_equal(got, want)
