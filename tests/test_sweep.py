@@ -103,7 +103,8 @@ def test_points_that_share_a_program_are_grouped():
     assert len({program_key(c) for c in same}) == 1
     with pytest.raises(ConfigError, match="--sweep.learning_rate='0.1,,0.2' has an empty entry"):
         grid(base, [("learning_rate", "0.1,,0.2")])
-    assert len(grid(base, [("learning_rate", "0.1,0.1")])) == 1  # a repeated value is one point
+    with pytest.raises(ConfigError, match="--sweep.learning_rate gives '0.1' twice; give each value once"):
+        grid(base, [("learning_rate", "0.1,0.1")])  # it ran as one point, silently
     with pytest.raises(ConfigError, match="--sweep.delay names a group of keys; sweep one of them"):
         grid(base, [("delay", "1,2")])
     with pytest.raises(ConfigError, match="--sweep.seed is given twice"):
