@@ -6,6 +6,7 @@ parent folder compare side by side: `tensorboard --logdir runs/`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 SUBDIR = "tensorboard"
+_FILES = itertools.count(1)  # event files this process opened (a notebook may train twice in one second)
 
 
 def available() -> bool:
@@ -30,7 +32,6 @@ class TensorBoardWriter:
         self.logdir = os.path.join(workdir, SUBDIR)
         self._w: Any = None  # opened at the first record, after a resume has said where it starts
         self._purge: int | None = None
-        self._files = 0
 
     def truncate_after(self, step: int) -> None:
         """A resumed run recomputes the steps after `step`: the next event file carries purge step
@@ -43,8 +44,7 @@ class TensorBoardWriter:
         if self._w is None:
             from tensorboardX import SummaryWriter
 
-            self._files += 1  # two files opened within one second must not share a name
-            suffix = f".{os.getpid()}.{self._files}"
+            suffix = f".{os.getpid()}.{next(_FILES)}"  # files opened within one second must not share a name
             self._w = SummaryWriter(logdir=self.logdir, flush_secs=10, purge_step=self._purge, filename_suffix=suffix)
         return self._w
 
