@@ -137,35 +137,14 @@ def test_a_collapse_to_chance_is_flagged_in_the_summary(tmp_path):
     assert any(r.get("event") == "collapse_warning" for r in records) or s["health"]["status"] == "collapsed"
 
 
-def read_events(logdir):
-    """(step, tag, kind) of every summary value in a TensorBoard event file, read without TensorFlow."""
+def file_events(logdir):
+    """Every event of the TensorBoard event files in `logdir`, file by file in the order written, read
+    without TensorFlow (the TFRecord framing: length, its CRC, the Event proto, its CRC)."""
     import glob
     import struct
 
     from tensorboardX.proto import event_pb2
 
-    out = []
-    for path in glob.glob(f"{logdir}/events.out.tfevents.*"):
-        data, i = pathlib.Path(path).read_bytes(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = event_pb2.Event()
-            event.ParseFromString(data[i + 12 : i + 12 + n])
-            i += 12 + n + 4
-            for v in event.summary.value:
-                out.append((event.step, v.tag, "histo" if v.HasField("histo") else "scalar", v))
-    return out
-
-
-def shown_events(logdir):
-    """What TensorBoard shows: the event files in the order written, each file's purge step (a resumed run's
-    SessionLog START) dropping the earlier files' events from that step on."""
-    import glob
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    shown = []
     for path in sorted(glob.glob(f"{logdir}/events.out.tfevents.*"), key=lambda p: pathlib.Path(p).stat().st_mtime):
         data, i = pathlib.Path(path).read_bytes(), 0
         while i < len(data):
@@ -173,9 +152,26 @@ def shown_events(logdir):
             event = event_pb2.Event()
             event.ParseFromString(data[i + 12 : i + 12 + n])
             i += 12 + n + 4
-            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
-                shown = [(s, tag) for s, tag in shown if s < event.step]
-            shown += [(event.step, v.tag) for v in event.summary.value]
+            yield event
+
+
+def read_events(logdir):
+    """(step, tag, kind, value) of every summary value in the event files."""
+    return [
+        (e.step, v.tag, "histo" if v.HasField("histo") else "scalar", v)
+        for e in file_events(logdir)
+        for v in e.summary.value
+    ]
+
+
+def shown_events(logdir):
+    """What TensorBoard shows: each file's purge step (a resumed run's SessionLog START) drops the earlier
+    files' events from that step on."""
+    shown = []
+    for event in file_events(logdir):
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            shown = [(s, tag) for s, tag in shown if s < event.step]
+        shown += [(event.step, v.tag) for v in event.summary.value]
     return shown
 
 

@@ -120,8 +120,7 @@ class Workdir:
     def check_not_past(self, steps: int) -> None:
         """Refuse `steps` below the checkpoint this folder's run already reached: resuming would report the
         further-trained model as a run of `steps` (a checkpoint is not rewound)."""
-        ck = os.path.join(self.path, "checkpoints")
-        reached = max((int(n) for n in os.listdir(ck) if n.isdigit()), default=0) if os.path.isdir(ck) else 0
+        reached = max(_checkpoint_steps(self.path), default=0)
         if reached > steps:
             raise ConfigError(
                 f"workdir {self.path!r} holds this run trained to {reached} steps, past steps={steps}; give "
@@ -150,8 +149,7 @@ class Workdir:
         except (OSError, json.JSONDecodeError):
             return None
         finished = summary.get("steps") == steps and summary.get("gradients", steps) >= steps
-        ck = os.path.join(self.path, "checkpoints")
-        saved = os.path.isdir(ck) and str(steps) in os.listdir(ck)  # and its final checkpoint is there
+        saved = steps in _checkpoint_steps(self.path)  # and its final checkpoint is there
         return summary if finished and saved else None
 
 
@@ -178,9 +176,14 @@ def check_tool_folder(path: str, *, tool: str, writes: str) -> None:
         )
 
 
-def _has_checkpoints(path: str) -> bool:
+def _checkpoint_steps(path: str) -> list[int]:
+    """The steps of the orbax checkpoints in the workdir `path` (its checkpoints/STEP folders)."""
     ck = os.path.join(path, "checkpoints")
-    return os.path.isdir(ck) and any(name.isdigit() for name in os.listdir(ck))
+    return [int(name) for name in os.listdir(ck) if name.isdigit()] if os.path.isdir(ck) else []
+
+
+def _has_checkpoints(path: str) -> bool:
+    return bool(_checkpoint_steps(path))
 
 
 def _read_holder(fd: int) -> str:
