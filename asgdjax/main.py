@@ -37,14 +37,13 @@ def main(argv) -> None:
     try:
         from asgdjax.train import check, train
         from asgdjax.train.report import print_summary
-        from asgdjax.train.validate import resume_notes, unused_settings, validate
+        from asgdjax.train.validate import unused_settings, validate
         from asgdjax.train.workdir import Workdir
 
         validate(config)  # a value refused is one error line, not a note and then the error
         held = Workdir(workdir)  # nor is a workdir holding another run (read only; train() checks again, locked)
-        held.check_same_run(config.to_dict())
-        held.check_not_past(config.steps)
-        notes = unused_settings(config, overridden_keys(sys.argv[1:])) + resume_notes(config, workdir)
+        held.check_resumable(config.to_dict())
+        notes = unused_settings(config, overridden_keys(sys.argv[1:])) + held.resume_notes(config.to_dict())
         for note in notes:
             print(f"asgdjax-train: note: {note}", file=sys.stderr)
 

@@ -242,7 +242,9 @@ def test_raising_steps_of_a_cosine_run_is_noted(tmp_path):
     """A cosine schedule's length follows steps: resuming a decayed run with more steps jumps the learning
     rate back up mid-curve, which a fresh run of the new steps would not; asgdjax-train says so."""
     from asgdjax.configs.default import get_config
-    from asgdjax.train.validate import resume_notes
+    from asgdjax.train.workdir import Workdir
+
+    resume_notes = lambda c, path: Workdir(path).resume_notes(c.to_dict())  # noqa: E731
 
     c = get_config()
     c.lr_schedule, c.steps = "cosine", 100

@@ -43,8 +43,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     """
     setup = _checked(config, workdir)
     with Workdir(workdir) as wd:
-        wd.check_same_run(config.to_dict())
-        wd.check_not_past(config.steps)
+        wd.check_resumable(config.to_dict())
         done = wd.complete_summary(config.steps)
         if done is not None:
             return {**done, "already_complete": True}
@@ -64,8 +63,7 @@ def check(config, workdir: str) -> str:
     wd = Workdir(workdir)  # what the real run's lock and resume would say, without taking either
     if (holder := wd.holder()) is not None:
         raise wd.busy(holder)
-    wd.check_same_run(config.to_dict())
-    wd.check_not_past(config.steps)
+    wd.check_resumable(config.to_dict())
     if wd.complete_summary(config.steps) is not None:
         return f"{os.path.abspath(workdir)} holds this run, complete at {config.steps} steps: nothing would run"
     plural = "" if config.num_workers == 1 else "s"

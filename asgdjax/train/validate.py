@@ -142,17 +142,6 @@ def unused_settings(config, given: list[str]) -> list[str]:
     return notes
 
 
-def resume_notes(config, workdir: str) -> list[str]:
-    """Notes on resuming the run `workdir` holds with this config's changed settings (see Workdir.resume_notes);
-    none when the folder holds no run, or one that the run itself will refuse."""
-    from asgdjax.train.workdir import Workdir
-
-    try:
-        return Workdir(workdir).resume_notes(config.to_dict())
-    except ConfigError:
-        return []  # an unreadable config.json: the run refuses it in one line
-
-
 def check_known_keys(config) -> None:
     """Every key of the config is one of base.py's: a misspelt key in a config file would otherwise be carried
     into config.json and never read (the command line's --config.KEY is checked by the CLI the same way)."""

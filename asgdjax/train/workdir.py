@@ -117,6 +117,12 @@ class Workdir:
                 "use a new --workdir or the same config to resume"
             )
 
+    def check_resumable(self, config_dict: dict) -> None:
+        """Refuse what a run of `config_dict` here would refuse before touching anything: another run's config,
+        or steps below the checkpoint this run already reached."""
+        self.check_same_run(config_dict)
+        self.check_not_past(config_dict["steps"])
+
     def check_not_past(self, steps: int) -> None:
         """Refuse `steps` below the checkpoint this folder's run already reached: resuming would report the
         further-trained model as a run of `steps` (a checkpoint is not rewound)."""
