@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asgdjax.core.task import Params
+from asgdjax.core.task import Params, take_rows
 from asgdjax.errors import ConfigError
 
 
@@ -69,7 +69,7 @@ class LossTask:
         return jax.tree.map(jnp.asarray, self.params)
 
     def grad(self, params: Params, data: Any, indices: jax.Array, key: jax.Array) -> tuple[jax.Array, Params]:
-        batch = jax.tree.map(lambda x: jnp.take(x, indices, axis=0), data)
+        batch = jax.tree.map(lambda x: take_rows(x, indices), data)
         if self.takes_key:
             return jax.value_and_grad(lambda p: self.loss_fn(p, batch, key))(params)
         return jax.value_and_grad(lambda p: self.loss_fn(p, batch))(params)

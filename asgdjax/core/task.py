@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
 Params = Any  # a pytree of arrays
 Data = Any  # a pytree of arrays (on the device), indexed by example along axis 0 where it is training data
@@ -36,6 +37,14 @@ class Task(Protocol):
 def batch_key(base: jax.Array, worker: int | jax.Array, step: int | jax.Array) -> jax.Array:
     """The PRNG key of worker `worker`'s batch `step` (augmentation, dropout, sampling): same in every mode."""
     return jax.random.fold_in(jax.random.fold_in(base, worker), step)
+
+
+def take_rows(x: jax.Array, indices: jax.Array) -> jax.Array:
+    """Rows `indices` of `x` (a step's batch from device data). The indices come from a sampler, which keeps
+    them below len(x), so the gather clips rather than fills: jnp.take's default fill mode masks every
+    element (NaN for an index out of range), which XLA:CPU cannot emit as row copies, and costs 1.6x per
+    event on a small least-squares problem (experiments/bench/small_problems.py)."""
+    return jnp.take(x, indices, axis=0, mode="clip")
 
 
 def evaluate(task: Task, params: Params, data: Data) -> dict[str, float]:

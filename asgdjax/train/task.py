@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asgdjax.core.task import take_rows
 from asgdjax.data import ArrayDataset, DatasetSpec, StreamingDataset
 from asgdjax.data.augment import normalize, random_crop_flip
 from asgdjax.models import Classifier
@@ -35,8 +36,8 @@ class ClassificationTask:
         return self.model.partition_specs()
 
     def batch_loss(self, params, data: dict, indices: jax.Array, key: jax.Array) -> jax.Array:
-        images = jnp.take(data["train_x"], indices, axis=0)
-        labels = jnp.take(data["train_y"], indices, axis=0)
+        images = take_rows(data["train_x"], indices)
+        labels = take_rows(data["train_y"], indices)
         k_aug, k_drop = jax.random.split(key)
         if self.augment:
             images = random_crop_flip(k_aug, images)
