@@ -145,6 +145,12 @@ def test_bad_front_door_input_is_one_line(problem):
         (dict(delays="exponential"), "delays='exponential' is not allowed; use an asgdjax.DelayModel"),
         (dict(trace=np.zeros(3)), "is not allowed; use a Trace"),
         (dict(sampler=None), "sampler=None is not allowed"),
+        (
+            dict(sampler=asgdjax.ShardSampler(4 * N, 32, 0)),
+            f"draws from num_examples={4 * N} but the data has {N} rows",
+        ),
+        (dict(sampler=asgdjax.ShardSampler(N, 16, 0), batch_size=32), "draws batches of 16 but batch_size=32; pass"),
+        (dict(num_workers=4, sampler=asgdjax.ShardSampler(N, 32, 0, 2)), "num_workers=2 but the run has 4 workers"),
         (dict(key="seed"), "key='seed' is not allowed; use an integer seed or a jax.random.key"),
         (dict(strategy="fast"), "strategy='fast' is not allowed; use one of auto, sequential, scan, waves"),
         (dict(data=(x.tolist(), y.tolist())), "a Python list is a pytree of its elements, so give numpy arrays"),

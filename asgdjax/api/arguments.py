@@ -44,7 +44,8 @@ def common(call: dict[str, Any]) -> dict[str, Any]:
     if c["num_workers"] is not None:
         c["num_workers"] = integer("num_workers", c["num_workers"], 1, "a positive integer")
     c["steps"] = None if c["steps"] is None else integer("steps", c["steps"], 1, "a positive integer")
-    c["batch_size"] = integer("batch_size", c["batch_size"], 1, "a positive integer")
+    if c["batch_size"] is not None:  # None: the given sampler's, or 32
+        c["batch_size"] = integer("batch_size", c["batch_size"], 1, "a positive integer")
     c["staleness_cap"] = integer("staleness_cap", c["staleness_cap"], -1, "-1 (no cap) or an integer >= 0")
     c["log_every"] = integer("log_every", c["log_every"], 0, "0 (automatic: about 100 records) or a positive integer")
     c["eval_every"] = integer("eval_every", c["eval_every"], 0, "0 (only at the end) or a positive integer")

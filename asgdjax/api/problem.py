@@ -19,7 +19,7 @@ from asgdjax.api.loss_task import LossTask, check_data
 from asgdjax.api.result import Result, history_from_losses, rejections
 from asgdjax.core.keys import RunKeys, run_keys
 from asgdjax.core.protocol import KINDS, ProtocolSpec
-from asgdjax.core.sampling import Sampler, make_sampler
+from asgdjax.core.sampling import Sampler, check_sampler, make_sampler
 from asgdjax.core.server import Server
 from asgdjax.core.trace import Trace
 from asgdjax.errors import ConfigError
@@ -91,6 +91,7 @@ class Problem:
     max_loss: float
 
 
+DEFAULT_BATCH_SIZE = 32  # simulate / run_async without batch_size or a sampler object
 CALL_ARGS = (
     "loss_fn", "params", "data", "optimizer", "steps", "batch_size", "rule", "local_learning_rate", "sampler",
     "staleness_cap", "key", "log_every", "eval_every", "max_loss",
@@ -112,7 +113,7 @@ def build_problem(
     *,
     optimizer: optax.GradientTransformation,
     steps: int | None,
-    batch_size: int,
+    batch_size: int | None,
     protocol: ProtocolArgs,
     trace: Trace | None,
     rule: str | optax.GradientTransformationExtraArgs,
@@ -143,8 +144,11 @@ def build_problem(
     smp: Sampler
     if isinstance(sampler, str):
         seed, k = keys.sampler_seed, spec.num_workers
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
         smp = make_sampler(sampler, num_examples=n, batch_size=batch_size, seed=seed, num_workers=k)
     else:
+        batch_size = batch_size or int(sampler.batch_size)
+        check_sampler(sampler, num_examples=n, batch_size=batch_size, num_workers=spec.num_workers)
         smp = sampler
     tx = make_rule(rule, spec.num_workers) if isinstance(rule, str) else rule
     k = spec.num_workers

@@ -35,7 +35,7 @@ def run_async(
     optimizer: optax.GradientTransformation,
     steps: int,
     num_workers: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     protocol: str | ProtocolSpec | None = None,
     local_learning_rate: float | None = None,
     rule: str | optax.GradientTransformationExtraArgs = "none",

@@ -41,7 +41,7 @@ def simulate(
     optimizer: optax.GradientTransformation,
     steps: int | None = None,
     num_workers: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     protocol: str | ProtocolSpec | None = None,
     local_learning_rate: float | None = None,
     rule: str | optax.GradientTransformationExtraArgs = "none",
@@ -64,7 +64,9 @@ def simulate(
     an `asgdjax.ProtocolSpec` for the rest (SSP bound `max_staleness`, n-softsync `softsync_n`, Downpour
     `n_fetch` / `n_push` > 1, whose clients step their own copy at `local_learning_rate`, a warm start). Arrival order comes from `delays` (step-time model per worker,
     virtual seconds) or a given `trace` (e.g. `run_async(...).trace`: an exact replay). `sampler`:
-    "shards" (without replacement, each worker its 1/K of every epoch) or "replacement". Every random
+    "shards" (without replacement, each worker its 1/K of every epoch), "replacement", or a sampler object
+    (e.g. `asgdjax.ShardSampler`) built for this data and these workers. `batch_size`: examples per
+    gradient (default 32, or the given sampler's). Every random
     stream derives from `key`. `eval_fn(params)` runs every `eval_every` gradients (and at the end).
     Returns a `Result`; a run whose loss is NaN/Inf or above `max_loss`, or whose gradients were mostly
     rejected, has status "diverged" (nothing raises).
@@ -81,7 +83,7 @@ def simulate(
         check_replay_inputs(trace, p)
     # A trace of Dai et al.'s direct staleness model reads arbitrary past versions: a ring of them.
     ring = int(trace.staleness.max(initial=0)) + 1 if trace.meta.get("memory") == "ring" else 0
-    program = (loss_fn, optimizer, rule, staleness_cap, batch_size, _shapes((params, p.data)))
+    program = (loss_fn, optimizer, rule, staleness_cap, p.sampler.batch_size, _shapes((params, p.data)))
     sim = _simulator(p, (*program, ring), strategy=strategy, ring_depth=ring)
     sim.check_replayable(trace)
     state = sim.init(p.task.init(p.keys.init), p.hparams)

@@ -124,6 +124,28 @@ def make_sampler(
     raise ConfigError(f"unknown sampler {kind!r}; allowed: {', '.join(SAMPLERS)}")
 
 
+def check_sampler(sampler: Sampler, *, num_examples: int, batch_size: int, num_workers: int) -> None:
+    """Refuse (one line) a sampler built for other data, batch size or workers: its indices would be out of
+    range (a gather clips them to the last row: asgdjax.core.task.take_rows), or batches of another size,
+    or shards that overlap."""
+    if int(sampler.num_examples) != num_examples:
+        raise ConfigError(
+            f"the sampler draws from num_examples={sampler.num_examples} but the data has {num_examples} rows; "
+            f"build it with num_examples={num_examples}"
+        )
+    if int(sampler.batch_size) != batch_size:
+        raise ConfigError(
+            f"the sampler draws batches of {sampler.batch_size} but batch_size={batch_size}; pass "
+            f"batch_size={sampler.batch_size} too (or build the sampler with batch_size={batch_size})"
+        )
+    shards = getattr(sampler, "num_workers", None)
+    if shards is not None and int(shards) != num_workers:
+        raise ConfigError(
+            f"the sampler splits the data among num_workers={shards} but the run has {num_workers} workers; "
+            f"build it with num_workers={num_workers}"
+        )
+
+
 def _check_sizes(num_examples: int, batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
