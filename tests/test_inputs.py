@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import one_line_error, popen_cli, run_cli, wait_for_checkpoint
 
+from asgdjax.core.trace import Trace
 from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.predict import Calibration
@@ -207,6 +208,9 @@ def test_a_truncated_or_inconsistent_trace_is_one_line(tmp_path):
     np.savez(tmp_path / "dup.npz", **cols)
     err = one_line_error(run_cli("train", [*args, f"--config.trace={tmp_path / 'dup.npz'}"], tmp_path))
     assert "repeats a (worker, step) key" in err
+    (tmp_path / "text.npz").write_text("not a trace")
+    with pytest.raises(ConfigError, match=r"cannot be read \(ValueError: not an .npz archive\); expected the trace"):
+        Trace.load(str(tmp_path / "text.npz"))
 
 
 def test_calibration_files_need_every_field_typed(tmp_path):

@@ -157,6 +157,9 @@ class Trace:
     def load(cls, path: str) -> Trace:
         """Read a trace written by `save`; anything unreadable or inconsistent is one ConfigError line."""
         try:
+            with open(path, "rb") as f:  # np.load reads any other file as a pickle and says so
+                if f.read(4) != b"PK\x03\x04":
+                    raise ValueError("not an .npz archive")
             with np.load(path, allow_pickle=False) as d:
                 meta = json.loads(str(d["meta"]))
                 arrays = {n: np.asarray(d[n]) for n in COLUMNS}
