@@ -73,6 +73,31 @@ def test_sim_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert_trees_equal(a, b)
 
 
+def test_extending_a_finished_sim_run_records_what_it_computed(tmp_path):
+    """More steps for a finished simulated run continue it as the runtime would (every worker restarts from
+    the server's parameters after the drain); the workdir's trace then replays to the same parameters, and
+    an interrupted extension resumes on that trace."""
+    kw = dict(mode="sim", num_workers=4, protocol="async")
+    first = train(config(**kw), str(tmp_path / "ext"), show_progress=False)
+    short = Trace.load(first["trace"])
+    train(config(**kw, steps=100), str(tmp_path / "ext"), show_progress=False)
+    trace = Trace.load(str(tmp_path / "ext" / "trace.npz"))
+    assert trace.num_gradients == 100 and trace.meta["continued_at_event"] == len(short)
+    assert (trace.worker[: len(short)] == short.worker).all() and (trace.step[: len(short)] == short.step).all()
+    assert (trace.step[len(short) : len(short) + 4] == -1).all()  # each worker fetches, then steps on
+    replay = train(
+        config(**kw, steps=100, trace=str(tmp_path / "ext" / "trace.npz")),
+        str(tmp_path / "replay"),
+        show_progress=False,
+    )
+    assert replay["gradients"] == 100
+    extended = checkpoint_state(str(tmp_path / "ext"))
+    assert_trees_equal(extended, checkpoint_state(str(tmp_path / "replay")))
+    shutil.rmtree(tmp_path / "ext" / "checkpoints" / "100")  # killed before its last checkpoint
+    train(config(**kw, steps=100), str(tmp_path / "ext"), show_progress=False)
+    assert_trees_equal(extended, checkpoint_state(str(tmp_path / "ext")))
+
+
 def test_sim_mode_replays_dai_et_al_uniform_staleness_from_a_version_ring(tmp_path):
     c = config(mode="sim", num_workers=4, steps=40)
     c.delay.kind, c.delay.staleness_bound = "uniform_staleness", 4

@@ -36,8 +36,10 @@ class VirtualClock:
         self.server_free = self.up_free = self.down_free = 0.0
         self.comm = self.model.communicates
 
-    def run(self) -> list[Row]:
-        self._start(self.protocol.begin(), {}, 0.0)
+    def run(self, start: float = 0.0) -> list[Row]:
+        """Every step to the end of the run, from virtual time `start` (a resumed protocol: its restart)."""
+        self.server_free = self.up_free = self.down_free = start
+        self._start(self.protocol.begin(), {}, start)
         while self.heap:
             t, w, s, kind = heapq.heappop(self.heap)
             if kind == COMPUTED and self.comm and (w, s) not in self.failures and self.protocol.pushes(w, s):

@@ -36,6 +36,48 @@ def make_schedule(
     return Trace.from_rows(rows, spec.num_workers, meta)
 
 
+def continue_schedule(
+    key: jax.Array,
+    spec: ProtocolSpec,
+    done: Trace,
+    *,
+    num_steps: int,
+    delays: DelayModel = DelayModel(),
+    failures: Iterable[tuple[int, int]] = (),
+) -> Trace:
+    """`done` (the events a checkpoint holds) followed by the schedule of the rest, up to `num_steps`
+    gradients, continued as the real runtime resumes (`Protocol.resume`): every worker fetches the server's
+    parameters when the last of `done` was applied and computes from its next step, at the step times the
+    delay model draws for those (worker, step)s.
+
+    A run's schedule for more steps is not its own schedule extended: near the end workers stop starting
+    steps and the last ones drain, so the longer schedule differs from `done` in its last events. Extending
+    a finished simulated run needs this continuation, so that the trace says what was computed.
+    """
+    if done.group_sizes().sum() != int(done.push.sum()):  # pushes not yet applied: a softsync group is open
+        raise ValueError("the events end inside a server group; continue from a completed update")
+    machine = spec.machine(num_steps)
+    k, computed = spec.num_workers, done.step >= 0
+    failed = list(done.meta.get("failures", []))
+    started, t = int(computed.sum()), float(done.t_apply.max(initial=0.0))
+    machine.resume(
+        {
+            "rows": done.rows(),
+            "version": done.num_updates,
+            "read": [0] * k,
+            "next_step": [int(done.step[computed & (done.worker == w)].max(initial=-1)) + 1 for w in range(k)],
+            "started": started,
+            "limit": machine.limit if started < machine.warm else num_steps,
+            "dropped": sorted({int(f["worker"]) for f in failed if f.get("dropped")}),
+            "failures": failed,
+        },
+        t,
+    )
+    rows = VirtualClock(machine, StepTimes(delays, key, k), failures).run(start=t)
+    meta = {**spec.meta(), "delay": delays.kind, "source": "simulator", "failures": machine.failures}
+    return Trace.from_rows(rows, k, {**meta, "continued_at_event": len(done)})
+
+
 def uniform_staleness_schedule(key: jax.Array, num_workers: int, num_steps: int, bound: int) -> Trace:
     """Dai et al. 2019's direct model: gradient i reads version max(0, i - tau_i), tau_i ~ U{0..bound}.
 

@@ -16,7 +16,7 @@ from asgdjax.delays import DelayModel
 from asgdjax.errors import ConfigError
 from asgdjax.optim import make_optimizer
 from asgdjax.rules import RULES, choose, make_rule
-from asgdjax.sim import STRATEGIES, make_schedule
+from asgdjax.sim import STRATEGIES, continue_schedule, make_schedule
 
 
 def validate_async(config: Any) -> None:
@@ -117,6 +117,25 @@ def schedule_from_config(config: Any) -> Trace:
         delays=delay_from_config(config),
         failures=list(parse_faults(config.fail_at)),
     )
+
+
+def continued_schedule(config: Any, done: Trace) -> Trace:
+    """The schedule of a run whose steps were raised after the events `done` its checkpoint holds: those
+    events, then every worker restarting from the server's parameters (asgdjax.sim.continue_schedule)."""
+    try:
+        return continue_schedule(
+            keys(config).schedule,
+            ProtocolSpec.from_config(config),
+            done,
+            num_steps=config.steps,
+            delays=delay_from_config(config),
+            failures=list(parse_faults(config.fail_at)),
+        )
+    except ValueError:
+        raise ConfigError(
+            f"the workdir's checkpoint (event {len(done)}) falls inside a {config.protocol} server group, so "
+            f"steps={config.steps} cannot continue it; give the steps it was run with, or a new --workdir"
+        ) from None
 
 
 def delay_from_config(config: Any) -> DelayModel:

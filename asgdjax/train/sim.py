@@ -8,10 +8,11 @@ import os
 import numpy as np
 
 from asgdjax.core.protocol import ProtocolSpec
-from asgdjax.core.trace import Trace
+from asgdjax.core.trace import COLUMNS, Trace
 from asgdjax.errors import ConfigError
 from asgdjax.sim import Simulator
 from asgdjax.train.build import (
+    continued_schedule,
     hparams_from_config,
     keys,
     memory,
@@ -26,15 +27,27 @@ def run_sim(ctx: RunContext) -> dict:
     """Simulate config.num_workers asynchronous workers for config.steps gradients (resumable)."""
     config = ctx.config
     spec = ProtocolSpec.from_config(config)
+    saved = saved_trace(ctx)
     trace = load_trace(config) if config.trace else schedule_from_config(config)
-    record_inputs(trace, config)
-    trace.save(os.path.join(ctx.workdir, "trace.npz"))
+    if saved is not None and saved.num_gradients == trace.num_gradients:
+        trace = saved  # the run being resumed, as it was replayed (an extended run's continuation included)
     sim = make_simulator(ctx, trace, spec)
     hparams = hparams_from_config(config)
     run_keys = keys(config)
     state = sim.init(ctx.task.init(run_keys.init), hparams)
     restored = ctx.restore({"sim": state, "event": np.asarray(0, np.int64)})
     state, start_event = restored["sim"], int(restored["event"])
+    if saved is not None and not same_prefix(saved, trace, start_event):  # steps raised past the drain
+        trace = continued_schedule(config, saved.slice(start_event))
+        depth = sim.D
+        sim = make_simulator(ctx, trace, spec)
+        if depth != sim.D:
+            raise ConfigError(
+                f"steps={config.steps} continues this workdir's run with staleness up to {sim.D - 1}, past its "
+                f"version ring of {depth}; give the steps it was run with, or a new --workdir"
+            )
+    record_inputs(trace, config)
+    trace.save(os.path.join(ctx.workdir, "trace.npz"))
     grads_done = np.cumsum(trace.step >= 0)  # gradients computed after each event
     start = int(grads_done[start_event - 1]) if start_event else 0
     bar = ctx.bar(config.steps, start)
@@ -93,6 +106,21 @@ def run_sim(ctx: RunContext) -> dict:
         "gradients": trace.num_gradients,
         "summary": summary(ctx, trace, sim, state, calls=progress["calls"]),
     }
+
+
+def saved_trace(ctx: RunContext) -> Trace | None:
+    """The workdir's trace when this run resumes a generated schedule; None for a new run or a given trace."""
+    path = os.path.join(ctx.workdir, "trace.npz")
+    if ctx.config.trace or ctx.checkpoints.latest_step() is None or not os.path.exists(path):
+        return None
+    return Trace.load(path)
+
+
+def same_prefix(a: Trace, b: Trace, events: int) -> bool:
+    """Whether two traces agree on their first `events` events (every column)."""
+    if min(len(a), len(b)) < events:
+        return False
+    return all(np.array_equal(getattr(a, n)[:events], getattr(b, n)[:events]) for n in COLUMNS)
 
 
 def make_simulator(ctx: RunContext, trace, spec: ProtocolSpec) -> Simulator:
