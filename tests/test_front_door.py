@@ -194,6 +194,7 @@ def test_a_replay_on_other_inputs_is_refused_and_a_saved_trace_replays_by_path(p
         (dict(batch_size=4), "trace was recorded with batch_size=8, not 4"),
         (dict(sampler="replacement"), "trace was recorded with sampler='ShardSampler', not 'ReplacementSampler'"),
         (dict(data=(x[:256], y[:256])), "trace was recorded with num_examples=512, not 256"),
+        (dict(data=(x[::-1], y[::-1])), r"trace was recorded with other data \(the same shapes, other values or"),
         (dict(delays=asgdjax.DelayModel("constant")), "delays= is not used when a trace is given"),
     ]:
         with pytest.raises(ConfigError, match=message):
@@ -216,6 +217,37 @@ def test_plain_optax_rules_uniform_staleness_and_a_recovered_nan_run(problem):
     r = asgdjax.simulate(least_squares, jnp.zeros(D), (poisoned, y), log_every=10, **base)
     assert r.status == "ok" and r.reason.startswith("recovered from train_loss=nan at gradient ")
     assert r.rejected.nonfinite >= 1 and np.isfinite(r.final_loss)
+
+
+def test_verdicts_name_an_exploded_loss_and_a_run_that_made_no_progress(problem):
+    """A front-door loss has no classes to check accuracy against chance, so the loss decides: exploded (1,000x
+    the initial parameters' loss) is diverged, however finite; ending no lower than the start is collapsed."""
+    x, y = problem
+    run = lambda lr: asgdjax.simulate(
+        least_squares, jnp.zeros(D), (x, y), optimizer=optax.sgd(lr), num_workers=4, steps=200
+    )
+    r = run(0.5)
+    assert r.status == "diverged" and "x its value" in r.reason and "on the initial parameters" in r.reason
+    for lr in (0.0, 1e-6):  # parameters (nearly) standing still: the end looks like the start
+        r = run(lr)
+        assert r.status == "collapsed" and r.reason.startswith("the training loss made no clear progress: "), r.reason
+    assert run(0.01).status == "ok"
+
+
+def test_arguments_the_run_never_reads_are_warned_about(problem):
+    x, y = problem
+    run = lambda **kw: asgdjax.simulate(least_squares, jnp.zeros(D), (x, y), optimizer=optax.sgd(0.01), **kw)
+    for kw, message in [
+        (dict(steps=40, eval_every=10), "eval_every=10 without eval_fn evaluates nothing"),
+        (dict(steps=40, local_learning_rate=0.1), "local_learning_rate=0.1 is read by Downpour clients only"),
+        (dict(steps=40, protocol=asgdjax.ProtocolSpec(kind="sync", max_staleness=2)), "'sync' ignores it"),
+        (
+            dict(steps=40, protocol=asgdjax.ProtocolSpec(num_workers=4, warm_start_steps=40)),
+            "warm_start_steps=40 covers",
+        ),
+    ]:
+        with pytest.warns(UserWarning, match=message):
+            run(**kw)
 
 
 def test_repeated_calls_with_the_same_loss_and_optimizer_compile_once(problem):

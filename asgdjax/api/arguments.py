@@ -115,3 +115,24 @@ def replay(trace: Any, delays: Any) -> Trace | None:
     if delays != DelayModel():
         raise ConfigError("delays= is not used when a trace is given (the trace fixes the order); leave one out")
     return trace
+
+
+def unread(call: dict[str, Any], spec: ProtocolSpec, steps: int) -> list[str]:
+    """Arguments a call gives that its run never reads (a warning each, as asgdjax-train notes ignored keys):
+    nothing fails, but the run is not the one the call describes."""
+    notes = []
+    if call["eval_every"] and call["eval_fn"] is None:
+        notes.append(f"eval_every={call['eval_every']} without eval_fn evaluates nothing; give eval_fn=fn(params)")
+    if call["local_learning_rate"] is not None and not spec.local_updates:
+        notes.append(
+            f"local_learning_rate={call['local_learning_rate']} is read by Downpour clients only (n_fetch or "
+            "n_push > 1); this run applies every gradient on the server"
+        )
+    if spec.kind != "async" and spec.max_staleness >= 0:
+        notes.append(f"max_staleness={spec.max_staleness} bounds protocol 'async' only; '{spec.kind}' ignores it")
+    if spec.num_workers > 1 and spec.warm_start_steps >= steps:
+        notes.append(
+            f"warm_start_steps={spec.warm_start_steps} covers all steps={steps}: worker 0 computes every gradient "
+            "alone and no step is asynchronous"
+        )
+    return notes

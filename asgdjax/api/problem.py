@@ -4,11 +4,13 @@ the same call shape means the same run in both."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -89,6 +91,7 @@ class Problem:
     log_every: int
     eval_every: int
     max_loss: float
+    data_digest: str  # of the data's bytes: a replay on other values of the same shapes is refused
 
 
 DEFAULT_BATCH_SIZE = 32  # simulate / run_async without batch_size or a sampler object
@@ -103,7 +106,10 @@ def problem_of_call(call: dict[str, Any], *, trace: Trace | None) -> Problem:
     each checked first (asgdjax.api.arguments)."""
     call = arguments.common(call)
     protocol = ProtocolArgs(call["num_workers"], call["protocol"])
-    return build_problem(**{k: call[k] for k in CALL_ARGS}, protocol=protocol, trace=trace)
+    p = build_problem(**{k: call[k] for k in CALL_ARGS}, protocol=protocol, trace=trace)
+    for note in arguments.unread(call, p.spec, p.steps):
+        warnings.warn(note, UserWarning, stacklevel=3)  # points at the caller of simulate / run_async
+    return p
 
 
 def build_problem(
@@ -158,7 +164,8 @@ def build_problem(
 
     llr = float(local_learning_rate) if local_learning_rate is not None else 0.0
     task = LossTask.of(loss_fn, params)
-    on_device = jax.device_put(jax.tree.map(np.asarray, data))
+    host = jax.tree.map(np.asarray, data)
+    on_device = jax.device_put(host)
     task.check_shapes(on_device, batch_size)
     return Problem(
         task=task,
@@ -172,13 +179,67 @@ def build_problem(
         log_every=log_every or max(1, steps // 100),
         eval_every=eval_every,
         max_loss=max_loss,
+        data_digest=digest(host),
     )
 
 
-def verdict(history, rejected, gradients: int, max_loss: float) -> tuple[str, str]:
+def digest(tree: Any) -> str:
+    """A hash of a pytree of arrays' bytes, dtypes and shapes (blake2b; about 1 GB/s here)."""
+    h = hashlib.blake2b(digest_size=16)
+    for x in jax.tree.leaves(tree):
+        h.update(f"{x.dtype}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
+EXPLODED = 1e3  # a final loss this many times the starting loss has diverged, not merely failed to train
+
+
+class LossSamples(NamedTuple):
+    """Per-gradient training losses at the start (computed on the initial parameters) and at the end (the
+    last tenth of the run): what the verdict compares."""
+
+    start: np.ndarray
+    end: np.ndarray
+
+    @classmethod
+    def of(cls, losses: np.ndarray, trace: Trace) -> LossSamples:
+        finite = losses[np.isfinite(losses)]
+        if len(losses) != trace.num_gradients or not len(finite):
+            return cls(finite[:1], finite[-1:])
+        computed = trace.step >= 0
+        at_start = (trace.v_read[computed] == 0) & (trace.step[computed] == 0)  # each worker's first step on w0
+        start = losses[at_start]
+        start = start[np.isfinite(start)]
+        return cls(start if len(start) else finite[:1], finite[-max(1, len(finite) // 10) :])
+
+    def no_progress(self) -> str | None:
+        """Why the run made no progress (its end no lower than its start beyond two standard errors), or None.
+        The noise is the end's spread between gradients (a stalled run's losses at the start look alike)."""
+        a, b = float(np.mean(self.start)), float(np.mean(self.end))
+        noise = float(np.var(self.end)) if len(self.end) > 1 else 0.0
+        se = math.sqrt(noise * (1 / len(self.start) + 1 / len(self.end)))
+        if b < a - 2 * se:
+            return None
+        return (
+            f"the training loss made no clear progress: {b:.4g} over the last {len(self.end)} gradient(s) (spread "
+            f"{math.sqrt(noise):.3g}) against {a:.4g} on the initial parameters ({len(self.start)} gradient(s))"
+        )
+
+    def exploded(self) -> str | None:
+        """Why the loss exploded (ended EXPLODED times above a positive start), or None."""
+        a, b = float(np.mean(self.start)), float(np.mean(self.end))
+        if a > 0 and b > EXPLODED * a:
+            return f"train_loss={b:.4g} at the end, {b / a:.3g}x its value {a:.4g} on the initial parameters"
+        return None
+
+
+def verdict(history, rejected, gradients: int, max_loss: float, samples: LossSamples) -> tuple[str, str]:
     """ok / diverged / collapsed, with the reason (asgdjax.core.health's rules). Diverged: the loss is NaN,
     Inf or above max_loss at the end (a bad window the run recovered from, e.g. one NaN example whose
-    gradient the server rejected, is named in an ok verdict's reason), or most gradients were rejected."""
+    gradient the server rejected, is named in an ok verdict's reason), exploded (EXPLODED times its start),
+    or most gradients were rejected. Collapsed: the loss stayed above its start, or ended no lower than the
+    initial parameters' loss (a front-door loss has no classes, so no chance-level check)."""
     from asgdjax.core import health
 
     flags = [health.divergence(float(loss), limit=max_loss, name="max_loss") for loss in history.train_loss]
@@ -187,14 +248,14 @@ def verdict(history, rejected, gradients: int, max_loss: float) -> tuple[str, st
         while i > 0 and flags[i - 1]:
             i -= 1
         return "diverged", f"{flags[i]} at gradient {int(history.step[i])}"
-    why = health.rejection(rejected.total, gradients)
+    why = health.rejection(rejected.total, gradients) or samples.exploded()
     if why:
         return "diverged", why
     detector = health.CollapseDetector()
     for loss in history.train_loss:
         if math.isfinite(loss):
             detector.loss(float(loss))
-    why = detector.verdict(final=True)
+    why = detector.verdict(final=True) or samples.no_progress()
     if why:
         return "collapsed", why
     first = next((i for i, why in enumerate(flags) if why), None)
@@ -211,7 +272,7 @@ def finish(
     trace = dataclasses.replace(trace, meta={**trace.meta, "inputs": inputs_record(p)})
     history = history_from_losses(losses, p.log_every, evals)
     rejected = rejections(server.rejected)
-    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss)
+    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss, LossSamples.of(losses, trace))
     return Result(
         params=params,
         history=history,
@@ -237,6 +298,7 @@ def inputs_record(p: Problem) -> dict[str, Any]:
         "sampler_seed": str(getattr(p.sampler, "seed", "")),
         "num_examples": int(p.sampler.num_examples),
         "data": shapes,
+        "data_digest": p.data_digest,
     }
 
 
@@ -249,7 +311,11 @@ def check_replay_inputs(trace: Trace, p: Problem) -> None:
     now = json.loads(json.dumps(inputs_record(p)))
     for name, value in recorded.items():
         if now.get(name) != value:
-            other = {"key": "another key", "sampler_seed": "another sampler seed"}
+            other = {
+                "key": "another key",
+                "sampler_seed": "another sampler seed",
+                "data_digest": "other data (the same shapes, other values or order)",
+            }
             shown = other.get(name, f"{name}={value!r}, not {now.get(name)!r}")
             raise ConfigError(
                 f"trace was recorded with {shown}; an exact replay needs the same data, batch_size, sampler "
