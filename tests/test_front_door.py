@@ -80,6 +80,30 @@ def test_flax_linen_and_nnx_parameters_go_through_the_same_door(problem):
     assert isinstance(r.params, nnx.State)
 
 
+def test_the_readme_recipe_for_an_nnx_model_with_dropout_and_batch_statistics(problem):
+    """README: split off the parameters, merge a copy of the rest inside the loss (batch statistics change on
+    the copy), and give dropout the loss's third argument, the batch's key."""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.hidden, self.norm = nnx.Linear(D, 32, rngs=rngs), nnx.BatchNorm(32, rngs=rngs)
+            self.drop, self.out = nnx.Dropout(0.1, rngs=rngs), nnx.Linear(32, 1, rngs=rngs)
+
+        def __call__(self, x, rngs=None):
+            return self.out(self.drop(nnx.relu(self.norm(self.hidden(x))), rngs=rngs))[:, 0]
+
+    x, y = problem
+    graphdef, params, rest = nnx.split(Net(nnx.Rngs(0)), nnx.Param, ...)
+
+    def loss(p, batch, key):
+        model = nnx.merge(graphdef, p, rest, copy=True)
+        return jnp.mean((model(batch[0], rngs=nnx.Rngs(dropout=key)) - batch[1]) ** 2)
+
+    r = asgdjax.simulate(loss, params, (x, y), optimizer=optax.adam(1e-2), num_workers=4, steps=300)
+    assert r.ok and r.final_loss < r.history.train_loss[0] / 5, r
+
+
 def test_a_real_asynchronous_run_replays_exactly_through_the_front_door(problem):
     x, y = problem
     common = dict(optimizer=optax.sgd(0.01, momentum=0.5), rule="staleness_lr", key=3)
