@@ -204,6 +204,10 @@ def test_a_loss_or_parameters_the_door_cannot_differentiate_are_one_line(problem
         run(lambda w, b: (b[0] @ w - b[1]) ** 2, jnp.zeros(D))
     with pytest.raises(ConfigError, match=r"params leaf \['n'\] is int32: every leaf is trained"):
         run(lambda p, b: least_squares(p["w"], b), {"w": jnp.zeros(D), "n": jnp.zeros((), jnp.int32)})
+    with pytest.raises(ConfigError, match=r"params is int64: every leaf is trained"):
+        run(least_squares, np.zeros(D, np.int64))
+    with pytest.raises(ConfigError, match=r"params is a Python list of 20 numbers, .* give an array"):
+        run(least_squares, [0.0] * D)
 
 
 def test_a_replay_on_other_inputs_is_refused_and_a_saved_trace_replays_by_path(problem, tmp_path):

@@ -35,16 +35,23 @@ class LossTask:
         """The task of `loss_fn` starting from `params` (a pytree, or `init(key) -> pytree`)."""
         if not callable(loss_fn):
             raise ConfigError(f"loss_fn={loss_fn!r} is not callable; give loss(params, batch[, key]) -> scalar")
+        if isinstance(params, list | tuple) and params and all(isinstance(x, int | float) for x in params):
+            raise ConfigError(
+                f"params is a Python {type(params).__name__} of {len(params)} numbers, which JAX treats as "
+                f"{len(params)} separate scalars; give an array, e.g. jnp.asarray(params)"
+            )
         return cls(loss_fn, params, _takes_key(loss_fn))
 
     def check_shapes(self, data: Any, batch_size: int) -> None:
         """Traced abstractly on one batch (no FLOPs): every parameter leaf is a float array (gradients are
         taken with respect to all of them) and the loss returns one scalar; otherwise one line saying so."""
         params = jax.eval_shape(self.init, jax.random.key(0))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        given = self.params if _is_pytree_of_arrays(self.params) else params  # dtypes as given (int64 stays)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(given):
             if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                where = f"params leaf {jax.tree_util.keystr(path)}" if path else "params"
                 raise ConfigError(
-                    f"params leaf {jax.tree_util.keystr(path)} is {leaf.dtype}: every leaf is trained, so give "
+                    f"{where} is {leaf.dtype}: every leaf is trained, so give "
                     "floating-point arrays only (for flax.nnx: graphdef, params, rest = nnx.split(model, nnx.Param, "
                     "...), pass params and merge the rest back inside the loss)"
                 )
