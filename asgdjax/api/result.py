@@ -65,6 +65,8 @@ class Result:
     def __repr__(self) -> str:
         s = self.stats
         what = f"{self.source}: {self.trace.num_workers} workers, {s.gradients:,} gradients, {self.updates:,} updates"
+        if self.updates and s.gradients > self.updates:  # groups, Downpour pushes, or pushes the SSP bound held
+            what += f" ({s.gradients / self.updates:.3g} gradients per update: {grouped_by(self.trace.meta)})"
         if self.rejected.total:  # the version counts server decisions, a rejected gradient's (no change) too
             what += (
                 f" ({self.rejected.total:,} gradients rejected; an update of rejected gradients only changes nothing)"
@@ -82,6 +84,18 @@ class Result:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
             lines.insert(3, f"  last eval (gradient {step}): {shown}")
         return "\n".join(lines)
+
+
+def grouped_by(meta: dict) -> str:
+    """What makes one server update apply several gradients, from a trace's protocol record."""
+    kind = meta.get("protocol", "async")
+    if kind in ("sync", "softsync"):
+        return f"{kind} groups"
+    if int(meta.get("n_push", 1)) > 1:
+        return f"Downpour pushes of {meta['n_push']} local steps"
+    if int(meta.get("max_staleness", -1)) >= 0:
+        return "pushes held by the staleness bound are applied together"
+    return "grouped pushes"
 
 
 def history_from_losses(losses: np.ndarray, log_every: int, evals: list) -> History:
