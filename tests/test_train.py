@@ -73,6 +73,7 @@ def test_sim_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert_trees_equal(a, b)
 
 
+@pytest.mark.slow
 def test_extending_a_finished_sim_run_records_what_it_computed(tmp_path):
     """More steps for a finished simulated run continue it as the runtime would (every worker restarts from
     the server's parameters after the drain); the workdir's trace then replays to the same parameters, and

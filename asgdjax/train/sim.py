@@ -4,6 +4,7 @@ compiled simulator, resumably."""
 from __future__ import annotations
 
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,27 +28,9 @@ def run_sim(ctx: RunContext) -> dict:
     """Simulate config.num_workers asynchronous workers for config.steps gradients (resumable)."""
     config = ctx.config
     spec = ProtocolSpec.from_config(config)
-    saved = saved_trace(ctx)
-    trace = load_trace(config) if config.trace else schedule_from_config(config)
-    if saved is not None and saved.num_gradients == trace.num_gradients:
-        trace = saved  # the run being resumed, as it was replayed (an extended run's continuation included)
-    sim = make_simulator(ctx, trace, spec)
     hparams = hparams_from_config(config)
     run_keys = keys(config)
-    state = sim.init(ctx.task.init(run_keys.init), hparams)
-    restored = ctx.restore({"sim": state, "event": np.asarray(0, np.int64)})
-    state, start_event = restored["sim"], int(restored["event"])
-    if saved is not None and not same_prefix(saved, trace, start_event):  # steps raised past the drain
-        trace = continued_schedule(config, saved.slice(start_event))
-        depth = sim.D
-        sim = make_simulator(ctx, trace, spec)
-        if depth != sim.D:
-            raise ConfigError(
-                f"steps={config.steps} continues this workdir's run with staleness up to {sim.D - 1}, past its "
-                f"version ring of {depth}; give the steps it was run with, or a new --workdir"
-            )
-    record_inputs(trace, config)
-    trace.save(os.path.join(ctx.workdir, "trace.npz"))
+    trace, sim, state, start_event = prepare(ctx, spec, hparams, run_keys)
     grads_done = np.cumsum(trace.step >= 0)  # gradients computed after each event
     start = int(grads_done[start_event - 1]) if start_event else 0
     bar = ctx.bar(config.steps, start)
@@ -106,6 +89,41 @@ def run_sim(ctx: RunContext) -> dict:
         "gradients": trace.num_gradients,
         "summary": summary(ctx, trace, sim, state, calls=progress["calls"]),
     }
+
+
+class Replay(NamedTuple):
+    """What run_sim replays: the trace, its simulator, and the state and event it starts from."""
+
+    trace: Trace
+    sim: Simulator
+    state: Any
+    start_event: int
+
+
+def prepare(ctx: RunContext, spec: ProtocolSpec, hparams: dict, run_keys: Any) -> Replay:
+    """The trace to replay (the workdir's own when resuming; continued when the steps were raised past its
+    drained end), its simulator, and the state restored from the latest checkpoint; the trace is saved."""
+    config = ctx.config
+    saved = saved_trace(ctx)
+    trace = load_trace(config) if config.trace else schedule_from_config(config)
+    if saved is not None and saved.num_gradients == trace.num_gradients:
+        trace = saved  # the run being resumed, as it was replayed (an extended run's continuation included)
+    sim = make_simulator(ctx, trace, spec)
+    state = sim.init(ctx.task.init(run_keys.init), hparams)
+    restored = ctx.restore({"sim": state, "event": np.asarray(0, np.int64)})
+    state, start_event = restored["sim"], int(restored["event"])
+    if saved is not None and not same_prefix(saved, trace, start_event):  # steps raised past the drain
+        trace = continued_schedule(config, saved.slice(start_event))
+        depth = sim.D
+        sim = make_simulator(ctx, trace, spec)
+        if depth != sim.D:
+            raise ConfigError(
+                f"steps={config.steps} continues this workdir's run with staleness up to {sim.D - 1}, past its "
+                f"version ring of {depth}; give the steps it was run with, or a new --workdir"
+            )
+    record_inputs(trace, config)
+    trace.save(os.path.join(ctx.workdir, "trace.npz"))
+    return Replay(trace, sim, state, start_event)
 
 
 def saved_trace(ctx: RunContext) -> Trace | None:
