@@ -70,7 +70,8 @@ class CollapseDetector:
             )
         if self.high_losses >= self.window:
             return (
-                f"the training loss stayed above its starting value {self.first_loss:.4g} for {self.high_losses} logs"
+                f"the training loss stayed above its first logged value {self.first_loss:.4g} for the "
+                f"{self.high_losses} logged values since"
             )
         return None
 

@@ -176,7 +176,11 @@ def _check_divergence(ctx: RunContext, done: int, why: str | None, record: dict)
     loss = record.get("train_loss")
     shown = {} if loss is None else {"train_loss": loss if math.isfinite(loss) else str(loss)}
     ctx.write(done, **shown, diverged=True, reason=why)
-    raise Diverged(f"the run diverged at step {done}: {why}; {kept}; lower learning_rate or use a staleness rule")
+    rule = ctx.config.get("rule", "none")
+    advice = "lower learning_rate" + (" or use a staleness rule (rule=staleness_lr)" if rule == "none" else "")
+    if ctx.config.mode != "sync" and rule != "none":
+        advice += f" (rule={rule} is on)"
+    raise Diverged(f"the run diverged at step {done}: {why}; {kept}; {advice}")
 
 
 def _warn_if_collapsed(ctx: RunContext, done: int) -> None:
