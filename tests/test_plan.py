@@ -392,6 +392,7 @@ def test_one_program_serves_every_rule_and_run_length_with_the_same_numbers(digi
     assert len({int(lane.hparams["schedule_updates"]) for lane in lanes}) > 1  # the seeds' run lengths differ
 
 
+@pytest.mark.slow
 def test_rule_siblings_share_their_run_until_the_first_stale_gradient_and_match_runs_alone(digits):
     """Candidates that differ only in a rule passing fresh gradients through (asgdjax.rules.FRESH_IDENTITY)
     run the warm start once: the later ones start from the first one's state, whether it stopped inside
