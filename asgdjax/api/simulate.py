@@ -68,8 +68,9 @@ def simulate(
     (e.g. `asgdjax.ShardSampler`) built for this data and these workers. `batch_size`: examples per
     gradient (default 32, or the given sampler's). Every random
     stream derives from `key`. `eval_fn(params)` runs every `eval_every` gradients (and at the end).
-    Returns a `Result`; a run whose loss is NaN/Inf or above `max_loss`, or whose gradients were mostly
-    rejected, has status "diverged" (nothing raises).
+    Returns a `Result`; a run whose loss is NaN/Inf, above `max_loss` or 1,000x its value on the initial
+    parameters, or whose gradients were mostly rejected, has status "diverged"; one whose loss ended no lower
+    than on the initial parameters, "collapsed" (nothing raises).
     """
     t0 = time.perf_counter()
     if strategy not in STRATEGIES:
