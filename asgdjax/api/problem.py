@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
@@ -19,6 +19,7 @@ import optax
 from asgdjax.api import arguments
 from asgdjax.api.loss_task import LossTask, check_data
 from asgdjax.api.result import Result, history_from_losses, rejections
+from asgdjax.core import health
 from asgdjax.core.keys import RunKeys, run_keys
 from asgdjax.core.protocol import KINDS, ProtocolSpec
 from asgdjax.core.sampling import Sampler, check_sampler, make_sampler
@@ -192,56 +193,12 @@ def digest(tree: Any) -> str:
     return h.hexdigest()
 
 
-EXPLODED = 1e3  # a final loss this many times the starting loss has diverged, not merely failed to train
-
-
-class LossSamples(NamedTuple):
-    """Per-gradient training losses at the start (computed on the initial parameters) and at the end (the
-    last tenth of the run): what the verdict compares."""
-
-    start: np.ndarray
-    end: np.ndarray
-
-    @classmethod
-    def of(cls, losses: np.ndarray, trace: Trace) -> LossSamples:
-        finite = losses[np.isfinite(losses)]
-        if len(losses) != trace.num_gradients or not len(finite):
-            return cls(finite[:1], finite[-1:])
-        computed = trace.step >= 0
-        at_start = (trace.v_read[computed] == 0) & (trace.step[computed] == 0)  # each worker's first step on w0
-        start = losses[at_start]
-        start = start[np.isfinite(start)]
-        return cls(start if len(start) else finite[:1], finite[-max(1, len(finite) // 10) :])
-
-    def no_progress(self) -> str | None:
-        """Why the run made no progress (its end no lower than its start beyond two standard errors), or None.
-        The noise is the end's spread between gradients (a stalled run's losses at the start look alike)."""
-        a, b = float(np.mean(self.start)), float(np.mean(self.end))
-        noise = float(np.var(self.end)) if len(self.end) > 1 else 0.0
-        se = math.sqrt(noise * (1 / len(self.start) + 1 / len(self.end)))
-        if b < a - 2 * se:
-            return None
-        return (
-            f"the training loss made no clear progress: {b:.4g} over the last {len(self.end)} gradient(s) (spread "
-            f"{math.sqrt(noise):.3g}) against {a:.4g} on the initial parameters ({len(self.start)} gradient(s))"
-        )
-
-    def exploded(self) -> str | None:
-        """Why the loss exploded (ended EXPLODED times above a positive start), or None."""
-        a, b = float(np.mean(self.start)), float(np.mean(self.end))
-        if a > 0 and b > EXPLODED * a:
-            return f"train_loss={b:.4g} at the end, {b / a:.3g}x its value {a:.4g} on the initial parameters"
-        return None
-
-
-def verdict(history, rejected, gradients: int, max_loss: float, samples: LossSamples) -> tuple[str, str]:
+def verdict(history, rejected, gradients: int, max_loss: float, samples: health.LossSamples) -> tuple[str, str]:
     """ok / diverged / collapsed, with the reason (asgdjax.core.health's rules). Diverged: the loss is NaN,
     Inf or above max_loss at the end (a bad window the run recovered from, e.g. one NaN example whose
     gradient the server rejected, is named in an ok verdict's reason), exploded (EXPLODED times its start),
     or most gradients were rejected. Collapsed: the loss stayed above its start, or ended no lower than the
     initial parameters' loss (a front-door loss has no classes, so no chance-level check)."""
-    from asgdjax.core import health
-
     flags = [health.divergence(float(loss), limit=max_loss, name="max_loss") for loss in history.train_loss]
     if flags and flags[-1]:  # bad at the end: report where the final bad stretch began
         i = len(flags) - 1
@@ -272,7 +229,7 @@ def finish(
     trace = dataclasses.replace(trace, meta={**trace.meta, "inputs": inputs_record(p)})
     history = history_from_losses(losses, p.log_every, evals)
     rejected = rejections(server.rejected)
-    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss, LossSamples.of(losses, trace))
+    status, reason = verdict(history, rejected, trace.num_gradients, p.max_loss, health.LossSamples.of(losses, trace))
     return Result(
         params=params,
         history=history,

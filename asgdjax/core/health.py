@@ -4,13 +4,20 @@ went wrong as a success.
 - diverged: the training loss is NaN/Inf or above a limit, or the guards rejected most gradients (the
   parameters then stand still while the run looks finite);
 - collapsed: held-out accuracy at chance level, or the training loss above its starting value, over
-  several evaluations (what momentum plus asynchrony's own implicit momentum does when it is too much).
+  several evaluations (what momentum plus asynchrony's own implicit momentum does when it is too much);
+- for a loss without classes (the front door), `LossSamples`: a loss that ended 1,000x above its value on
+  the initial parameters has diverged, one no lower than it (beyond two standard errors) has collapsed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
+
+import numpy as np
+
+from asgdjax.core.trace import Trace
 
 COLLAPSE_WINDOW = 3  # consecutive evaluations (or logged losses) that must agree
 MIN_GRADIENTS_FOR_REJECTION_VERDICT = 20
@@ -73,6 +80,49 @@ class CollapseDetector:
                 f"the training loss stayed above its first logged value {self.first_loss:.4g} for the "
                 f"{self.high_losses} logged values since"
             )
+        return None
+
+
+EXPLODED = 1e3  # a final loss this many times the starting loss has diverged, not merely failed to train
+
+
+class LossSamples(NamedTuple):
+    """Per-gradient training losses at the start (computed on the initial parameters) and at the end (the
+    last tenth of the run): what the verdict compares."""
+
+    start: np.ndarray
+    end: np.ndarray
+
+    @classmethod
+    def of(cls, losses: np.ndarray, trace: Trace) -> LossSamples:
+        """From a run's per-gradient losses in trace order (each worker's step 0 read the initial version)."""
+        finite = losses[np.isfinite(losses)]
+        if len(losses) != trace.num_gradients or not len(finite):
+            return cls(finite[:1], finite[-1:])
+        computed = trace.step >= 0
+        at_start = (trace.v_read[computed] == 0) & (trace.step[computed] == 0)  # each worker's first step on w0
+        start = losses[at_start]
+        start = start[np.isfinite(start)]
+        return cls(start if len(start) else finite[:1], finite[-max(1, len(finite) // 10) :])
+
+    def no_progress(self) -> str | None:
+        """Why the run made no progress (its end no lower than its start beyond two standard errors), or None.
+        The noise is the end's spread between gradients (a stalled run's losses at the start look alike)."""
+        a, b = float(np.mean(self.start)), float(np.mean(self.end))
+        noise = float(np.var(self.end)) if len(self.end) > 1 else 0.0
+        se = math.sqrt(noise * (1 / len(self.start) + 1 / len(self.end)))
+        if b < a - 2 * se:
+            return None
+        return (
+            f"the training loss made no clear progress: {b:.4g} over the last {len(self.end)} gradient(s) (spread "
+            f"{math.sqrt(noise):.3g}) against {a:.4g} on the initial parameters ({len(self.start)} gradient(s))"
+        )
+
+    def exploded(self) -> str | None:
+        """Why the loss exploded (ended EXPLODED times above a positive start), or None."""
+        a, b = float(np.mean(self.start)), float(np.mean(self.end))
+        if a > 0 and b > EXPLODED * a:
+            return f"train_loss={b:.4g} at the end, {b / a:.3g}x its value {a:.4g} on the initial parameters"
         return None
 
 
