@@ -29,7 +29,7 @@ lint: $(STAMP)  # style, the import layering (core -> sim, runtime -> train -> C
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-BENCHES := startup sim_overhead sweep vs_torch runtime_overhead runtime_scaling model_parallel ray_overhead small_problems mixed_precision
+BENCHES := startup sim_overhead cut_calls sweep vs_torch runtime_overhead runtime_scaling model_parallel ray_overhead small_problems mixed_precision
 
 bench: $(STAMP)  # CPU benchmarks, --quick; vs_torch needs `pip install torch==2.13.0`; GPU: experiments/bench/gpu_check.sh
 	cd experiments/bench && for b in $(BENCHES); do ../../$(PY) $$b.py --quick || exit 1; done
