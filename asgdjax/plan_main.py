@@ -69,8 +69,8 @@ def main(argv) -> None:
 
     start_tool(argv, target=FLAGS.target)
     check_at_least(FLAGS.flag_values_dict(), {"eta": 2, "rungs": 0, "seeds": 1, "evals": 1, "calibrate_steps": 1})
-    if not FLAGS.budget >= 0:
-        fail(f"--budget={FLAGS.budget!r} is not allowed; use clock seconds > 0 (or 0 for the default)")
+    if not 0 <= FLAGS.budget < float("inf"):
+        fail(f"--budget={FLAGS.budget!r} is not allowed; use finite clock seconds > 0 (or 0 for the default)")
     try:
         space = Space.parse(
             workers=FLAGS.workers,
@@ -93,8 +93,10 @@ def run(config, space) -> None:
     name = os.path.splitext(os.path.basename(config_path()))[0]
     workdir = FLAGS.workdir or os.path.join("runs", f"plan_{name}")
     given = given_clock(profile=FLAGS.profile, calibration=FLAGS.calibration, calibrate_from=FLAGS.calibrate_from)
-    if given is not None and (note := mismatch(config, given[0])):
-        print(f"asgdjax-plan: note: {note}", file=sys.stderr)
+    if given is not None:
+        for note in (mismatch(config, given[0]), other_workers(given[0], space.workers)):
+            if note:
+                print(f"asgdjax-plan: note: {note}", file=sys.stderr)
     check_tool_folder(workdir, tool="asgdjax-plan", writes="calibration/, plan.json and plan.png")
     with Workdir(workdir):  # a second plan on the same folder is refused, not interleaved
         plan_in(config, space, workdir, given)
@@ -156,6 +158,7 @@ def calibrate(config, k: int, protocol, workdir: str, say):
     folder = os.path.join(workdir, "calibration", f"workers_{k}_{protocol.slug}")
     path = os.path.join(folder, "calibration.json")
     if os.path.exists(path):
+        say(f"{k} workers under {protocol.name}: the calibration already in the workdir ({path})")
         return Calibration.load(path)
     c = apply(calibration_run_config(config, k, FLAGS.calibrate_steps), Point(protocol.overrides()))
     say(f"calibrating {k} workers under {protocol.name}: a real run of {c.steps} gradients")
@@ -163,6 +166,22 @@ def calibrate(config, k: int, protocol, workdir: str, say):
     cal = calibrate_workdir(os.path.join(folder, "run"))
     cal.save(path)
     return cal
+
+
+def other_workers(cal, workers) -> str | None:
+    """A note when one clock, measured with some number of workers, serves other worker counts: their
+    queueing at the coordinator is then predicted from its service time, not measured (on a shared host
+    more workers also slow each step, which it cannot know)."""
+    measured = cal.measured.get("num_workers")
+    others = [k for k in workers if measured is not None and k != measured]
+    if not others:
+        return None
+    counts = ",".join(map(str, others))
+    return (
+        f"the clock was measured with {measured} workers; {counts} workers reuse its step times (how much more "
+        "workers slow each other's steps on a shared host is not measured); without --calibration each worker "
+        "count gets a short calibration run of its own"
+    )
 
 
 def print_plan(plan, recommended: str) -> None:

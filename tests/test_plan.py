@@ -217,6 +217,7 @@ def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
         ("--protocols=async,ring", "'ring'"),
         ("--rules=adamw", "'adamw'"),
         ("--eta=1", "--eta=1"),
+        ("--budget=inf", "--budget=inf"),  # accepted before: every rung trained to "inf", 40,000 steps
         ("--calibration=missing.json", "missing.json"),
         ("--profile=nowhere", "nowhere"),
         ("--profile=paine2013", "paine2013_gigabit"),  # the line names the packaged profiles
@@ -226,6 +227,16 @@ def test_a_plan_runs_from_the_command_line_and_its_command_runs(tmp_path):
 def test_bad_plan_input_is_one_line_exit_2(tmp_path, flag, named):
     out = run_cli("plan", [flag, "--workdir=p"], tmp_path)
     assert named in one_line_error(out)
+
+
+def test_one_clock_for_other_worker_counts_is_noted():
+    """--calibration measured with 2 workers and reused for 4 predicted 4 workers as fast as 2 (a
+    stranger's trial; 4 workers' own calibration did not reach the target in that time): say so."""
+    from asgdjax.plan_main import other_workers
+
+    two = Calibration(CLOCK.delay, {"num_workers": 2})
+    assert "measured with 2 workers; 4,8 workers reuse its step times" in other_workers(two, (2, 4, 8))
+    assert other_workers(two, (2,)) is None and other_workers(CLOCK, (2, 4)) is None  # unknown: no claim
 
 
 @pytest.mark.parametrize("tool", ["plan", "predict"])

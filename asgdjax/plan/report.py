@@ -58,13 +58,19 @@ def plot(plan: Plan, path: str, target: float) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (k, rungs) in enumerate(plan.brackets.items()):
         last = [s.seconds_to_target for _, s in rungs[-1].scores if s.seconds_to_target is not None]
-        a.plot([k] * len(last), last, ".", color="0.7")
+        a.plot([k] * len(last), last, ".", color="0.7", label="last rung's candidates (seed 0)" if i == 0 else None)
         for r, rung in enumerate(rungs):
             acc = [s.accuracy for _, s in rung.scores]
             x = [r + (i - (len(plan.brackets) - 1) / 2) * 0.12] * len(acc)
             b.plot(x, acc, ".", color=f"C{i}", alpha=0.6, label=f"{k} workers" if r == 0 else None)
     reached = [r for r in plan.rows if r.seconds is not None]
-    a.errorbar([r.workers for r in reached], [r.seconds for r in reached], [r.spread for r in reached], fmt="o")
+    a.errorbar(
+        [r.workers for r in reached],
+        [r.seconds for r in reached],
+        [r.spread for r in reached],
+        fmt="o",
+        label="winner over seeds (every seed reached it)",
+    )
     a.plot(
         [r.workers for r in plan.front],
         [r.seconds for r in plan.front],

@@ -130,6 +130,14 @@ def _beating(seconds: float, beat: float, budget: float) -> str:
 
 def _describe(row: FrontRow) -> str:
     if row.seconds is None:
-        missed = f"seed {len(row.scores) - 1}" if len(row.scores) > 1 else "the bracket's run (seed 0)"
-        return f"target not reached by {missed} in {row.trained_seconds:.4g} s (accuracy {row.accuracy:.4f} there)"
+        last = len(row.scores) - 1
+        missed = (
+            f"seed {last} did not reach the target" if last else "the bracket's run (seed 0) did not reach the target"
+        )
+        hits = ", ".join(f"{s.seconds_to_target:.4g}" for s in row.scores[:-1])
+        seeds = "seed 0" if last == 1 else f"seeds 0-{last - 1}"
+        earlier = f"; {seeds} did, at {hits} s" if last else ""
+        return (
+            f"{missed} within {row.trained_seconds:.4g} s (its accuracy {row.scores[-1].accuracy:.4f} there{earlier})"
+        )
     return f"{row.seconds:.4g} +- {row.spread:.2g} clock seconds to target over {len(row.scores)} seed(s)"
