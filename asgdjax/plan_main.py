@@ -196,6 +196,12 @@ def print_plan(plan, recommended: str) -> None:
     print(f"  {recommended}")
     row = plan.recommended
     print(f"  (--config.steps={row.steps}: the gradients its bracket trained, {row.trained_seconds:.4g} clock s)")
+    if row.seconds is not None:  # the config's own eval_every (MNIST: 500) would show the target late
+        hits = [s.gradients for s in row.scores if s.seconds_to_target is not None]
+        print(
+            f"  (predicted to reach {FLAGS.target:g} after about {round(sum(hits) / len(hits))} gradients, "
+            f"{row.seconds:.4g} clock s: add --config.eval_every=50 to see when it does)"
+        )
     for note in plan.notes:
         print(f"asgdjax-plan: note: {note}", file=sys.stderr)
     print(
