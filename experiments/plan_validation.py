@@ -274,10 +274,13 @@ def cost(config, plan: dict, out: str) -> dict:
     """The plan's search wall seconds against one simulated run of its recommendation, measured in this
     command (issue 19's goal: at most 10x), and the same in simulated gradients. The run goes twice: the
     first compiles its programs (what a user pays for one run in a fresh process, as the plan pays for its
-    own), the second finds them compiled (jit's cache in this process)."""
+    own), the second finds them compiled (jit's cache in this process). The caches are cleared first: after
+    the validation's predictions they would hold the programs, and the first run would not compile (session 18
+    reported 12.6x that way against 5.8x for `--cost_only` on the same calibrations)."""
     rec = plan["recommended"]
     best = candidate(rec)
     cal = clock(out, best.workers, best.protocol)
+    jax.clear_caches()
     walls = [
         one_sim_run_seconds(config, best, cal, rec["steps"], os.path.join(out, "runs", f"one_sim_{i}"))
         for i in range(2)
