@@ -276,7 +276,9 @@ def cost(config, plan: dict, out: str) -> dict:
     first compiles its programs (what a user pays for one run in a fresh process, as the plan pays for its
     own), the second finds them compiled (jit's cache in this process). The caches are cleared first: after
     the validation's predictions they would hold the programs, and the first run would not compile (session 18
-    reported 12.6x that way against 5.8x for `--cost_only` on the same calibrations)."""
+    reported 12.6x that way against 5.8x for `--cost_only` on the same calibrations). What a full validation's
+    first run still skips is loading the data (about 3 s of `--cost_only`'s 9.6 s: measured 9.8 s for a run
+    in a new process, 6.7 s after clearing the caches, 4.6 s compiled), so `--cost_only` is the figure to quote."""
     rec = plan["recommended"]
     best = candidate(rec)
     cal = clock(out, best.workers, best.protocol)
