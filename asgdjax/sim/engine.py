@@ -293,12 +293,20 @@ class Simulator:
                 ),
                 acc=_put(st.acc, w, jax.tree.map(jnp.add, _index(st.acc, w), g), ev["compute"]),
             )
-            pushed = _index(st.acc, w)
-        else:
-            pushed = g
-        st = self._push(st, ev, pushed)
-        st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
-        return self._fetch_now(st, ev)
+
+        def exchange(st):
+            pushed = _index(st.acc, w) if self.local_updates else g
+            st = self._push(st, ev, pushed)
+            st = jax.lax.cond(ev["apply"], functools.partial(self._apply, server), lambda s: s, st)
+            return self._fetch_now(st, ev)
+
+        if self.spec.n_push > 1 and jax.default_backend() == "cpu":
+            # Most Downpour events only step locally: one conditional skips the exchange's masked writes
+            # (measured, MNIST MLP: 0.87 -> 0.72 ms an event at K = 2, 1.03 -> 0.73 at K = 8, n_push = 4; the
+            # same results bit for bit). Where every event pushes (softsync) it would cost 6%.
+            talks = ev["push"] | ev["apply"] | (ev["fetch"] == Fetch.NOW)
+            return jax.lax.cond(talks, exchange, lambda s: s, st)
+        return exchange(st)
 
     def _push(self, st: SimState, ev: dict, pushed) -> SimState:
         """The gradient joins the server's pending group (and the worker's accumulator empties)."""
