@@ -255,8 +255,7 @@ class Simulator:
                 # so on XLA:CPU the other events (grouped, Downpour, the version ring) run only in a conditional
                 # on the slot being real (which would add 5-15% to each of plain A-SGD's events; measured).
                 ev, idx, key = xs
-                plain = self.G == 1 and not self.local_updates and not self.D
-                if plain or jax.default_backend() != "cpu":
+                if self.plain or jax.default_backend() != "cpu":
                     return event(st, ev, idx, key)
                 idle = lambda st, *_: (st, jnp.zeros((), jnp.float32))
                 return jax.lax.cond(ev["valid"], event, idle, st, ev, idx, key)
@@ -275,6 +274,11 @@ class Simulator:
             losses = jnp.stack(out)
         return state, jnp.where(compute, losses, jnp.nan)
 
+    @property
+    def plain(self) -> bool:
+        """Plain A-SGD on per-worker copies: one gradient per update, no local steps (`_event_plain`)."""
+        return self.G == 1 and not self.local_updates and not self.D
+
     def _slot(self, worker, v_read):
         """Where an event's parameters live: its worker's copy, or the ring slot of the version it read."""
         return v_read % self.D if self.D else worker
@@ -283,7 +287,7 @@ class Simulator:
         """One trace event: local step -> push -> apply -> fetch, each masked by its flag."""
         if self.D:
             return self._event_ring(server, st, ev, g)
-        if self.G == 1 and not self.local_updates:
+        if self.plain:
             return self._event_plain(server, st, ev, g)
         w = ev["worker"]
         if self.local_updates:  # Downpour: the local copy moves, the gradient joins the next push
