@@ -5,7 +5,7 @@
   asgdjax-plan --config=... --calibration=calibration.json --protocols=async,downpour:4,ssp:8 --rules=none,dc_asgd
 
 Searches workers x protocols x staleness rules x learning rates x momenta by simulated training on a clock:
-measured by a short real run per worker count and protocol (default), or one calibration.json (asgdjax-predict writes
+measured by short real runs of each worker count and protocol (default: 3 rounds, pooled), or one calibration.json (asgdjax-predict writes
 and you may edit one), a finished async run's workdir, or a hardware profile. Each worker count gets a
 successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
 budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Brackets go from
@@ -59,6 +59,12 @@ flags.DEFINE_integer(
     "Gradients of each (workers, protocol) calibration run: a few seconds of real steps, so a noisy host's "
     "slow and fast spells average out (300 gradients, under a second here, gave a clock 27-32% fast).",
 )
+flags.DEFINE_integer(
+    "calibrate_rounds",
+    3,
+    "Calibration runs of each (workers, protocol), taken in turn across the pairs and averaged: one run can "
+    "catch this host in a slow or fast spell (session 18: 1.18 ms a step against 0.87-0.90 in the real runs).",
+)
 flags.DEFINE_bool("progress", True, "Print what the search is doing.")
 FLAGS = flags.FLAGS
 
@@ -68,7 +74,10 @@ def main(argv) -> None:
     from asgdjax.plan import Space
 
     start_tool(argv, target=FLAGS.target)
-    check_at_least(FLAGS.flag_values_dict(), {"eta": 2, "rungs": 0, "seeds": 1, "evals": 1, "calibrate_steps": 1})
+    check_at_least(
+        FLAGS.flag_values_dict(),
+        {"eta": 2, "rungs": 0, "seeds": 1, "evals": 1, "calibrate_steps": 1, "calibrate_rounds": 1},
+    )
     if not 0 <= FLAGS.budget < float("inf"):
         fail(f"--budget={FLAGS.budget!r} is not allowed; use finite clock seconds > 0 (or 0 for the default)")
     try:
@@ -136,36 +145,18 @@ def plan_in(config, space, workdir: str, given) -> None:
 
 
 def make_clocks(config, space, workdir: str, say, given):
-    """The clock of every worker count (the one given, else one calibration run per count), and a JSON
-    description of where it came from."""
+    """The clock of every worker count (the one given, else calibration runs of each count and protocol),
+    and a JSON description of where it came from."""
     from asgdjax.plan import Clocks
+    from asgdjax.plan.calibrate import calibrate_pairs
 
     if given is not None:
         return Clocks(default=given[0]), given[1]
-    measured = {(k, p): calibrate(config, k, p, workdir, say) for k in space.workers for p in space.protocols}
+    pairs = [(k, p) for k in space.workers for p in space.protocols]
+    measured = calibrate_pairs(
+        config, pairs, workdir, steps=FLAGS.calibrate_steps, rounds=FLAGS.calibrate_rounds, say=say
+    )
     return Clocks(measured=measured), {f"{k} workers, {p.name}": c.to_json() for (k, p), c in measured.items()}
-
-
-def calibrate(config, k: int, protocol, workdir: str, say):
-    """A short real run with k workers under `protocol` (reused when its calibration.json is already in the
-    workdir): the runtime's host time per step differs between protocols, so each pair gets its own."""
-    from asgdjax.predict import Calibration
-    from asgdjax.predict.calibration import calibrate_workdir
-    from asgdjax.predict.clock import calibration_run_config
-    from asgdjax.sweep.grid import Point, apply
-    from asgdjax.train import train
-
-    folder = os.path.join(workdir, "calibration", f"workers_{k}_{protocol.slug}")
-    path = os.path.join(folder, "calibration.json")
-    if os.path.exists(path):
-        say(f"{k} workers under {protocol.name}: the calibration already in the workdir ({path})")
-        return Calibration.load(path)
-    c = apply(calibration_run_config(config, k, FLAGS.calibrate_steps), Point(protocol.overrides()))
-    say(f"calibrating {k} workers under {protocol.name}: a real run of {c.steps} gradients")
-    train(c, os.path.join(folder, "run"), show_progress=False)
-    cal = calibrate_workdir(os.path.join(folder, "run"))
-    cal.save(path)
-    return cal
 
 
 def other_workers(cal, workers) -> str | None:
