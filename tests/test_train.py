@@ -1,6 +1,7 @@
 """The trainer in-process: sync resume, sim mode outputs, sim resume, async replay, the health verdicts.
 The MLP on digits keeps these fast; the CLI tests run the default CNN."""
 
+import io
 import json
 import pathlib
 import shutil
@@ -242,3 +243,31 @@ def test_tensorboard_events_hold_every_scalar_and_staleness_histograms(tmp_path,
     hists = [(s, v.histo) for s, tag, kind, v in events if tag == "staleness_hist"]
     assert [s for s, _ in hists] == [30, 60]
     assert sum(h.num for _, h in hists) == 60  # every applied gradient once
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_writes_whole_lines_into_a_log_and_redraws_on_a_terminal(monkeypatch):
+    """A redirected run's log got one line of thousands of '\\r' rewrites (a stranger's trial): a log now
+    gets plain lines, at most one every LOG_SECONDS, and the last says where the run ended."""
+    from asgdjax.train import progress
+
+    log = io.StringIO()
+    bar = progress.progress_bar(total=500, initial=0, unit="grad", enabled=True, stream=log)
+    for _ in range(500):
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and 1 <= len(lines) <= 3, lines
+    assert "500/500" in lines[-1]
+    terminal = _Terminal()
+    bar = progress.progress_bar(total=500, initial=0, unit="grad", enabled=True, stream=terminal)
+    bar.update(500)
+    bar.close()
+    assert "\r" in terminal.getvalue()  # redrawn in place where someone watches
+    quiet = io.StringIO()
+    progress.progress_bar(total=5, initial=0, unit="grad", enabled=False, stream=quiet).close()
+    assert quiet.getvalue() == ""

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import optax
 from absl import logging
-from tqdm.auto import tqdm
 
 from asgdjax.core import health
 from asgdjax.data import ArrayDataset, StreamingDataset
 from asgdjax.errors import Diverged
 from asgdjax.train.outputs import Checkpoints, MetricsWriter
+from asgdjax.train.progress import progress_bar
 from asgdjax.train.task import ClassificationTask
 
 
@@ -50,14 +49,7 @@ class RunContext:
 
     def bar(self, total: int, initial: int = 0, unit: str = "grad"):
         """A manual tqdm bar (call .update(n)); used where one iteration advances several steps."""
-        self._bar = tqdm(
-            total=total,
-            initial=initial,
-            unit=unit,
-            disable=not self.show_progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        self._bar = progress_bar(total=total, initial=initial, unit=unit, enabled=self.show_progress)
         return self._bar
 
     def restore(self, like):
