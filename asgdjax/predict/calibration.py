@@ -175,12 +175,21 @@ def pooled(rounds: Sequence[Calibration]) -> Calibration:
         raise ValueError("no calibration runs to pool")
     delays = [r.delay for r in rounds]
     speeds = tuple(float(np.mean(s)) for s in zip(*(d.speeds for d in delays), strict=True))
-    average = {k: float(np.mean([getattr(d, k) for d in delays])) for k in ("mean", "latency", "service", "solo")}
+    average = lambda key: float(np.mean([getattr(d, key) for d in delays]))  # noqa: E731
     noisy = [d for d in delays if d.kind == "lognormal"]  # a constant fit's spread is a placeholder
     kind, spread = (
         ("lognormal", float(np.mean([d.spread for d in noisy]))) if noisy else (delays[0].kind, delays[0].spread)
     )
-    delay = dataclasses.replace(delays[0], kind=kind, spread=spread, speeds=speeds, **average)
+    delay = dataclasses.replace(
+        delays[0],
+        kind=kind,
+        spread=spread,
+        speeds=speeds,
+        mean=average("mean"),
+        latency=average("latency"),
+        service=average("service"),
+        solo=average("solo"),
+    )
     first = {k: v for k, v in rounds[0].measured.items() if k != "workdir"}
     each = {
         "rounds": len(rounds),
