@@ -4,9 +4,10 @@
   asgdjax-plan --config=... --profile=paine2013_gigabit --workers=1,2,4,8,16 --target=0.97
   asgdjax-plan --config=... --calibration=calibration.json --protocols=async,downpour:4,ssp:8 --rules=none,dc_asgd
 
-Searches workers x protocols x staleness rules x learning rates x momenta by simulated training on a clock:
-measured by short real runs of each worker count and protocol (default: 3 rounds, pooled), or one calibration.json (asgdjax-predict writes
-and you may edit one), a finished async run's workdir, or a hardware profile. Each worker count gets a
+Searches workers x protocols x staleness rules x learning rates x momenta x warm starts by simulated training
+on a clock: measured by short real runs of each worker count and protocol (default: 3 rounds, pooled), or one
+calibration.json (asgdjax-predict writes and you may edit one), a finished async run's workdir, or a hardware
+profile. Each worker count gets a
 successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
 budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Brackets go from
 the fewest workers up; once some worker count reaches the target in T seconds, larger ones train only to
@@ -30,8 +31,14 @@ flags.DEFINE_float("target", 0.95, "Target test accuracy.")
 flags.DEFINE_string("workers", "2,4,8", "Worker counts to consider.")
 flags.DEFINE_string("protocols", "async,downpour:4", "Protocols: async, downpour:N, ssp:S, softsync:N.")
 flags.DEFINE_string("rules", "staleness_lr,none", "Staleness rules (asgdjax.rules.RULES).")
-flags.DEFINE_string("learning_rates", "0.025,0.05,0.1,0.2", "Learning rates.")
+flags.DEFINE_string("learning_rates", "0.05,0.1,0.2", "Learning rates.")
 flags.DEFINE_string("momenta", "0.5,0.9", "Momenta (the total wanted; compensation follows the config).")
+flags.DEFINE_string(
+    "warm_starts",
+    "config,2x",
+    "Warm starts (gradients worker 0 trains alone first, Paine et al. 2013): config (the config's own), a "
+    "multiple of it (2x) or a number of gradients.",
+)
 flags.DEFINE_float(
     "budget", 0.0, "Clock seconds each candidate may train; 0 = the config's steps with the most workers."
 )
@@ -87,6 +94,8 @@ def main(argv) -> None:
             rules=FLAGS.rules,
             learning_rates=FLAGS.learning_rates,
             momenta=FLAGS.momenta,
+            warm_starts=FLAGS.warm_starts,
+            config_warm_start=int(FLAGS.config.warm_start_steps),
         )
         run(FLAGS.config, space)
     except ConfigError as e:

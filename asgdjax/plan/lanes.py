@@ -160,8 +160,9 @@ class Lanes:
         return float(times[min(c.warm_start_steps, len(times)) - 1])
 
     def _schedule(self, c: Any, candidate: Candidate, seed: int, steps: int | None) -> Trace:
-        """The schedule (cached: it depends on workers, protocol and seed, not on the rule or step size)."""
-        key = (candidate.workers, candidate.protocol, seed, steps)
+        """The schedule (cached: it depends on workers, protocol, warm start and seed, not on the rule or step
+        size)."""
+        key = (candidate.workers, candidate.protocol, candidate.warm_start, seed, steps)
         if key not in self._schedules:
             c = copy.deepcopy(c)
             if steps is None:  # long enough to pass the budget

@@ -91,10 +91,13 @@ def search(
 
 
 def warm_start_end(lanes: Lanes, candidates: list[Candidate]) -> float:
-    """The latest clock second at which a candidate's warm start ends (protocols differ in when: Downpour's
-    solo worker also pushes and fetches); the bracket's rungs divide the time after it."""
-    per_protocol = {c.protocol: c for c in candidates}
-    return max((lanes.warm_start_end(c) for c in per_protocol.values()), default=0.0)
+    """The clock second after which the bracket's candidates can differ, where its rungs begin: the latest
+    over protocols (they differ in when a warm start ends: Downpour's solo worker also pushes and fetches)
+    of each protocol's shortest warm start searched (a longer one differs from it once it ends)."""
+    ends: dict[ProtocolChoice, float] = {}
+    for c in {(c.protocol, c.warm_start): c for c in candidates}.values():
+        ends[c.protocol] = min(ends.get(c.protocol, math.inf), lanes.warm_start_end(c))
+    return max(ends.values(), default=0.0)
 
 
 def over_seeds(lanes: Lanes, best: Candidate, seconds: float, seeds: int) -> tuple[Score, ...]:

@@ -1,9 +1,10 @@
-"""The search space: worker counts x protocols x staleness rules x learning rates x momenta, each axis a
-comma-separated list on the command line, checked and parsed into typed candidates."""
+"""The search space: worker counts x protocols x staleness rules x learning rates x momenta x warm starts,
+each axis a comma-separated list on the command line, checked and parsed into typed candidates."""
 
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, NamedTuple
 
 from asgdjax.errors import ConfigError
@@ -60,21 +61,25 @@ class Candidate(NamedTuple):
     rule: str
     learning_rate: float
     momentum: float
+    warm_start: int | None = None  # gradients worker 0 trains alone first (Paine et al. 2013); None: the config's
 
     @property
     def name(self) -> str:
+        warm = "" if self.warm_start is None else f",warm_start={self.warm_start}"
         return (
             f"workers={self.workers},protocol={self.protocol.name},rule={self.rule},"
-            f"learning_rate={self.learning_rate:g},momentum={self.momentum:g}"
+            f"learning_rate={self.learning_rate:g},momentum={self.momentum:g}{warm}"
         )
 
     def overrides(self) -> dict[str, Any]:
+        warm = {} if self.warm_start is None else {"warm_start_steps": self.warm_start}
         return {
             "num_workers": self.workers,
             **self.protocol.overrides(),
             "rule": self.rule,
             "learning_rate": self.learning_rate,
             "momentum": self.momentum,
+            **warm,
         }
 
 
@@ -86,18 +91,31 @@ class Space(NamedTuple):
     rules: tuple[str, ...]
     learning_rates: tuple[float, ...]
     momenta: tuple[float, ...]
+    warm_starts: tuple[int | None, ...] = (None,)  # None: the config's own
 
     def candidates(self, workers: int) -> list[Candidate]:
-        grid = itertools.product(self.protocols, self.rules, self.learning_rates, self.momenta)
-        return [Candidate(workers, p, r, lr, m) for p, r, lr, m in grid]
+        warm = self.warm_starts if workers > 1 else (None,)  # a lone worker has no warm start
+        grid = itertools.product(self.protocols, self.rules, self.learning_rates, self.momenta, warm)
+        return [Candidate(workers, p, r, lr, m, w) for p, r, lr, m, w in grid]
 
     @property
     def size(self) -> int:
-        return len(self.workers) * len(self.candidates(self.workers[0]))
+        return sum(len(self.candidates(k)) for k in self.workers)
 
     @classmethod
-    def parse(cls, *, workers: str, protocols: str, rules: str, learning_rates: str, momenta: str) -> Space:
-        """Parse the comma-separated flag values; the first bad one is a ConfigError naming it."""
+    def parse(
+        cls,
+        *,
+        workers: str,
+        protocols: str,
+        rules: str,
+        learning_rates: str,
+        momenta: str,
+        warm_starts: str = "config",
+        config_warm_start: int = 0,
+    ) -> Space:
+        """Parse the comma-separated flag values; the first bad one is a ConfigError naming it. Warm starts
+        are gradients, `config` (the config's own, `config_warm_start`) or a multiple of it (`2x`)."""
         ks = tuple(positive_ints("workers", workers))
         texts = items("protocols", protocols)
         ps = tuple(ProtocolChoice.parse(t) for t in texts)
@@ -110,4 +128,27 @@ class Space(NamedTuple):
             numbers("learning_rates", learning_rates, float, allowed="numbers > 0", ok=lambda x: 0 < x < float("inf"))
         )
         ms = tuple(numbers("momenta", momenta, float, allowed="numbers in [0, 1)", ok=lambda x: 0 <= x < 1))
-        return cls(tuple(sorted(set(ks))), ps, rs, lrs, ms)
+        ws = warm_start_choices(warm_starts, config_warm_start)
+        return cls(tuple(sorted(set(ks))), ps, rs, lrs, ms, ws)
+
+
+def warm_start_choices(text: str, config_warm_start: int) -> tuple[int | None, ...]:
+    """--warm_starts entries as gradients, None standing for the config's own (so a plan that searches only
+    it names no warm start anywhere); entries that come to the same gradients (2x of no warm start) once."""
+    got: list[int | None] = []
+    for t in items("warm_starts", text):
+        times = re.fullmatch(r"(\d+(?:\.\d*)?)x", t)
+        if t == "config":
+            n = config_warm_start
+        elif times:
+            n = round(float(times.group(1)) * config_warm_start)
+        elif t.isdigit():
+            n = int(t)
+        else:
+            raise ConfigError(
+                f"--warm_starts entry {t!r} is not allowed; use config, a multiple of it (2x) or gradients >= 0"
+            )
+        w = None if n == config_warm_start else n
+        if w not in got:
+            got.append(w)
+    return tuple(got)
