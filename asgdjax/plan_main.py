@@ -96,7 +96,10 @@ def main(argv) -> None:
             momenta=FLAGS.momenta,
             warm_starts=FLAGS.warm_starts,
             config_warm_start=int(FLAGS.config.warm_start_steps),
+            config_steps=int(FLAGS.config.steps),
         )
+        if FLAGS["warm_starts"].present and max(space.workers) == 1:
+            print("asgdjax-plan: note: --warm_starts is ignored: a lone worker has no warm start", file=sys.stderr)
         run(FLAGS.config, space)
     except ConfigError as e:
         fail(str(e))

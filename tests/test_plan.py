@@ -45,13 +45,16 @@ def test_warm_starts_are_gradients_the_configs_own_or_a_multiple_of_it():
     """The paper's warm start is a knob the planner searches: on a 2-core host a lone worker runs nearly as
     fast as two (the calibration's solo factor 0.55), so a longer warm start reached 97% on MNIST sooner."""
     space = Space.parse(**SPACE, warm_starts="config,2x,0,1000", config_warm_start=250)
-    assert space.warm_starts == (None, 500, 0, 1000)
+    assert space.warm_starts == (250, 500, 0, 1000)  # several searched: each named, the config's too
     assert Space.parse(**SPACE, warm_starts="config,2x", config_warm_start=0).warm_starts == (None,)  # 2 x 0 is 0
     cand = space.candidates(2)[1]
     assert cand.warm_start == 500 and cand.overrides()["warm_start_steps"] == 500
-    assert cand.name.endswith(",warm_start=500")
+    assert cand.name.endswith(",warm_start=500") and space.candidates(2)[0].name.endswith(",warm_start=250")
+    assert Space.parse(**SPACE, warm_starts="config,1x", config_warm_start=250).warm_starts == (None,)
     assert {c.warm_start for c in space.candidates(1)} == {None}  # a lone worker has no warm start
     assert space.size == 2 * 4
+    with pytest.raises(ConfigError, match=r"'3x' \(750 gradients\) is not allowed: it covers all 500 steps"):
+        Space.parse(**SPACE, warm_starts="config,3x", config_warm_start=250, config_steps=500)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +142,14 @@ def test_the_recommended_command_names_only_what_differs_from_the_config():
     assert args[0] == "asgdjax-train" and "--config.num_workers=4" in args and "--config.steps=321" in args
     assert "--config.n_push=2" in args and "--config.learning_rate=0.2" in args
     assert not any(a.startswith("--config.momentum") for a in args)
+    # The user's own flag for a key the plan searched stays when the candidate agrees with it (dropped, the
+    # run took the config file's value instead of the one the plan used).
+    base.momentum, base.warm_start_steps, base.n_push = 0.9, 100, 4  # the config the user's flags made
+    cand = Candidate(4, ProtocolChoice("async"), "none", 0.2, 0.9, warm_start=100)
+    flags = ["--config.momentum=0.9", "--config.warm_start_steps=100", "--config.n_push=4"]
+    args = shlex.split(command(FrontRow(cand, (Score(1.0, 1.0, 1),), steps=321), "c.py", base, user_flags=flags))
+    assert "--config.momentum=0.9" in args and "--config.warm_start_steps=100" in args
+    assert "--config.n_push=4" not in args and "--config.n_push=1" in args  # the plan's async, not the user's 4
 
 
 def test_a_lane_advanced_rung_by_rung_matches_one_advanced_at_once(digits):
@@ -546,7 +557,8 @@ def test_calibration_rounds_go_in_turn_across_the_pairs_pool_and_are_reused(tmp_
                      (2, 1, "round_2"), (4, 2, "round_2")]  # fmt: skip
     assert got[pairs[0]].delay.mean == pytest.approx(1.5) and got[pairs[1]].delay.mean == pytest.approx(3.0)
     assert got[pairs[0]].measured["round_step_seconds"] == pytest.approx([1.0, 1.5, 2.0])
-    assert "2 workers under async: 1500.000 ms a step (the mean of 3 runs, 1000.000-2000.000 ms)" in said[-2]
+    assert said[-2].startswith("2 workers under async: 1500.000 ms a step, then 150.000 ms until the coordinator")
+    assert "300.000 ms it holds it (the mean of 3 runs, a step 1000.000-2000.000 ms)" in said[-2]
     assert "moved 100% between them" in said[-2] and "moved" not in said[-1]  # the pair that agreed: no warning
     saved = Calibration.load(str(tmp_path / "calibration" / "workers_4_downpour2" / "calibration.json"))
     assert saved.delay.mean == pytest.approx(3.0)
@@ -578,7 +590,7 @@ def test_a_plan_calibrates_each_pair_with_real_runs_and_reuses_them(tmp_path):
     assert sorted(p.name for p in pair.iterdir()) == ["calibration.json", "round_0", "round_1"]
     cal = Calibration.load(str(pair / "calibration.json"))
     assert cal.measured["rounds"] == 2 and cal.measured["num_workers"] == 2
-    assert "real run 2 of 2, 60 gradients" in out.stderr and "(the mean of 2 runs" in out.stderr
+    assert "real run 2 of 2, 60 gradients" in out.stderr and "(the mean of 2 runs, a step" in out.stderr
     plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert plan["clocks"]["2 workers, async"]["measured"]["rounds"] == 2
     again = run_cli("plan", args, tmp_path)

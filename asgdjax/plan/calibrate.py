@@ -74,12 +74,16 @@ def _round(config: Any, pair: Pair, r: int, workdir: str, *, steps: int, rounds:
 
 def describe(pair: Pair, cal: Calibration) -> str:
     """`pair`'s clock in a line: its step time, the rounds' range, and a warning when they disagree."""
-    line = f"{pair[0]} workers under {pair[1].name}: {cal.delay.mean * 1e3:.3f} ms a step"
+    d = cal.delay
+    line = (
+        f"{pair[0]} workers under {pair[1].name}: {d.mean * 1e3:.3f} ms a step, then {d.latency * 1e3:.3f} ms until "
+        f"the coordinator takes the gradient and {d.service * 1e3:.3f} ms it holds it"
+    )
     each = cal.measured.get("round_step_seconds") or []
     if len(each) < 2:
         return line
     lo, hi = min(each), max(each)
-    line += f" (the mean of {len(each)} runs, {lo * 1e3:.3f}-{hi * 1e3:.3f} ms)"
+    line += f" (the mean of {len(each)} runs, a step {lo * 1e3:.3f}-{hi * 1e3:.3f} ms)"
     if hi / lo - 1 > UNSURE:
         line += (
             f"; this host's speed moved {hi / lo - 1:.0%} between them, and predicted seconds are about that "

@@ -94,13 +94,15 @@ def command(
     mode: str = "async",
     workdir: str = "runs/recommended",
 ) -> str:
-    """The asgdjax-train command line that runs `row`: the user's own --config.KEY flags (those the plan
-    does not set), then the candidate's keys that differ from `base`, then the steps of the budget."""
+    """The asgdjax-train command line that runs `row`: the user's own --config.KEY flags (but those the plan
+    sets otherwise), then the candidate's keys that differ from `base` (the config the user's flags made),
+    then the steps of the budget. A user's flag the candidate agrees with stays: without it the run would
+    take the config file's value (`--config.momentum=0.9` was dropped so, and ran at the file's 0.5)."""
     args = [f"--config={config_path}", f"--config.mode={mode}", f"--config.num_workers={row.workers}"]
-    planned = {"mode", "num_workers", "steps", *row.candidate.overrides()}
-    args += [f for f in user_flags if f.startswith("--config.") and f[9:].partition("=")[0] not in planned]
-    for key, value in row.candidate.overrides().items():
-        if key != "num_workers" and base[key] != value:
-            args.append(f"--config.{key}={value:g}" if isinstance(value, float) else f"--config.{key}={value}")
+    differ = {k: v for k, v in row.candidate.overrides().items() if k != "num_workers" and base[k] != v}
+    fixed = {"mode", "num_workers", "steps", *differ}
+    args += [f for f in user_flags if f.startswith("--config.") and f[9:].partition("=")[0] not in fixed]
+    for key, value in differ.items():
+        args.append(f"--config.{key}={value:g}" if isinstance(value, float) else f"--config.{key}={value}")
     args += [f"--config.steps={row.steps}", f"--workdir={workdir}"]
     return "asgdjax-train " + " ".join(shlex.quote(a) for a in args)

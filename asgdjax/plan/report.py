@@ -89,7 +89,8 @@ def plot(plan: Plan, path: str, target: float) -> None:
     a.minorticks_off()
     a.legend(fontsize=8)
     b.set(xlabel="rung", ylabel="best test accuracy", title="successive halving")
-    b.set_xticks(range(len(next(iter(plan.brackets.values())))))
+    n_rungs = len(next(iter(plan.brackets.values())))
+    b.set_xticks(range(n_rungs), [str(r + 1) for r in range(n_rungs)])  # as the log counts them: rung 1/R ...
     b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

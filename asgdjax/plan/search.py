@@ -79,11 +79,13 @@ def search(
             lanes.release(best, seed)
         lanes.release_prefixes()
         progress(f"{k} workers: best {best.name}: {_describe(rows[-1])}")
-        if k > 1 and rows[-1].seconds is not None and rows[-1].seconds <= start:
+        own = lanes.warm_start_end(best)  # the row's own warm start (several may be searched)
+        if k > 1 and rows[-1].seconds is not None and rows[-1].seconds <= own:
+            flag = "--config.warm_start_steps" if best.warm_start is None else "--warm_starts"
             notes.append(
                 f"{k} workers reach the target at {rows[-1].seconds:.4g} s, inside the warm start (worker 0 trains "
-                f"alone until {start:.4g} s): that row measures no asynchronous training; raise --target or lower "
-                "--config.warm_start_steps"
+                f"alone until {own:.4g} s): that row measures no asynchronous training; raise --target or lower "
+                f"{flag}"
             )
     front, best_row = pareto_front(rows), recommend(rows)
     wall = time.time() - t0

@@ -113,9 +113,11 @@ class Space(NamedTuple):
         momenta: str,
         warm_starts: str = "config",
         config_warm_start: int = 0,
+        config_steps: int = 0,
     ) -> Space:
         """Parse the comma-separated flag values; the first bad one is a ConfigError naming it. Warm starts
-        are gradients, `config` (the config's own, `config_warm_start`) or a multiple of it (`2x`)."""
+        are gradients, `config` (the config's own, `config_warm_start`) or a multiple of it (`2x`), fewer
+        than `config_steps` (when given)."""
         ks = tuple(positive_ints("workers", workers))
         texts = items("protocols", protocols)
         ps = tuple(ProtocolChoice.parse(t) for t in texts)
@@ -128,14 +130,16 @@ class Space(NamedTuple):
             numbers("learning_rates", learning_rates, float, allowed="numbers > 0", ok=lambda x: 0 < x < float("inf"))
         )
         ms = tuple(numbers("momenta", momenta, float, allowed="numbers in [0, 1)", ok=lambda x: 0 <= x < 1))
-        ws = warm_start_choices(warm_starts, config_warm_start)
+        ws = warm_start_choices(warm_starts, config_warm_start, config_steps)
         return cls(tuple(sorted(set(ks))), ps, rs, lrs, ms, ws)
 
 
-def warm_start_choices(text: str, config_warm_start: int) -> tuple[int | None, ...]:
-    """--warm_starts entries as gradients, None standing for the config's own (so a plan that searches only
-    it names no warm start anywhere); entries that come to the same gradients (2x of no warm start) once."""
-    got: list[int | None] = []
+def warm_start_choices(text: str, config_warm_start: int, config_steps: int = 0) -> tuple[int | None, ...]:
+    """--warm_starts entries as gradients; (None,) when they come to the config's own alone (a plan that
+    searches only it names no warm start anywhere), else every candidate names its own, the config's too.
+    Entries that come to the same gradients (2x of no warm start) count once. A new one as long as the
+    config's steps is refused (worker 0 would train alone throughout)."""
+    got: list[int] = []
     for t in items("warm_starts", text):
         times = re.fullmatch(r"(\d+(?:\.\d*)?)x", t)
         if t == "config":
@@ -148,7 +152,11 @@ def warm_start_choices(text: str, config_warm_start: int) -> tuple[int | None, .
             raise ConfigError(
                 f"--warm_starts entry {t!r} is not allowed; use config, a multiple of it (2x) or gradients >= 0"
             )
-        w = None if n == config_warm_start else n
-        if w not in got:
-            got.append(w)
-    return tuple(got)
+        if config_steps and n >= config_steps and n != config_warm_start:
+            raise ConfigError(
+                f"--warm_starts entry {t!r} ({n} gradients) is not allowed: it covers all {config_steps} steps "
+                "(worker 0 would train alone throughout); use fewer gradients than --config.steps"
+            )
+        if n not in got:
+            got.append(n)
+    return (None,) if got == [config_warm_start] else tuple(got)
