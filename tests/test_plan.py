@@ -55,6 +55,11 @@ def test_warm_starts_are_gradients_the_configs_own_or_a_multiple_of_it():
     assert space.size == 2 * 4
     with pytest.raises(ConfigError, match=r"'3x' \(750 gradients\) is not allowed: it covers all 500 steps"):
         Space.parse(**SPACE, warm_starts="config,3x", config_warm_start=250, config_steps=500)
+    # The flag's default (config,2x) leaves out a multiple that covers the run instead of refusing it.
+    quiet = Space.parse(
+        **SPACE, warm_starts="config,2x", config_warm_start=100, config_steps=200, warm_starts_given=False
+    )
+    assert quiet.warm_starts == (None,)
 
 
 @pytest.mark.parametrize(

@@ -114,10 +114,12 @@ class Space(NamedTuple):
         warm_starts: str = "config",
         config_warm_start: int = 0,
         config_steps: int = 0,
+        warm_starts_given: bool = True,
     ) -> Space:
         """Parse the comma-separated flag values; the first bad one is a ConfigError naming it. Warm starts
         are gradients, `config` (the config's own, `config_warm_start`) or a multiple of it (`2x`), fewer
-        than `config_steps` (when given)."""
+        than `config_steps` (when given; the flag's default leaves out those that are not, the user's own
+        are refused)."""
         ks = tuple(positive_ints("workers", workers))
         texts = items("protocols", protocols)
         ps = tuple(ProtocolChoice.parse(t) for t in texts)
@@ -130,15 +132,18 @@ class Space(NamedTuple):
             numbers("learning_rates", learning_rates, float, allowed="numbers > 0", ok=lambda x: 0 < x < float("inf"))
         )
         ms = tuple(numbers("momenta", momenta, float, allowed="numbers in [0, 1)", ok=lambda x: 0 <= x < 1))
-        ws = warm_start_choices(warm_starts, config_warm_start, config_steps)
+        ws = warm_start_choices(warm_starts, config_warm_start, config_steps, strict=warm_starts_given)
         return cls(tuple(sorted(set(ks))), ps, rs, lrs, ms, ws)
 
 
-def warm_start_choices(text: str, config_warm_start: int, config_steps: int = 0) -> tuple[int | None, ...]:
+def warm_start_choices(
+    text: str, config_warm_start: int, config_steps: int = 0, *, strict: bool = True
+) -> tuple[int | None, ...]:
     """--warm_starts entries as gradients; (None,) when they come to the config's own alone (a plan that
     searches only it names no warm start anywhere), else every candidate names its own, the config's too.
     Entries that come to the same gradients (2x of no warm start) count once. A new one as long as the
-    config's steps is refused (worker 0 would train alone throughout)."""
+    config's steps is refused (worker 0 would train alone throughout), or left out when not `strict` (the
+    default `2x` of a config whose warm start is half its run)."""
     got: list[int] = []
     for t in items("warm_starts", text):
         times = re.fullmatch(r"(\d+(?:\.\d*)?)x", t)
@@ -153,6 +158,8 @@ def warm_start_choices(text: str, config_warm_start: int, config_steps: int = 0)
                 f"--warm_starts entry {t!r} is not allowed; use config, a multiple of it (2x) or gradients >= 0"
             )
         if config_steps and n >= config_steps and n != config_warm_start:
+            if not strict:
+                continue
             raise ConfigError(
                 f"--warm_starts entry {t!r} ({n} gradients) is not allowed: it covers all {config_steps} steps "
                 "(worker 0 would train alone throughout); use fewer gradients than --config.steps"
