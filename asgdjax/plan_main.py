@@ -97,7 +97,7 @@ def main(argv) -> None:
             warm_starts=FLAGS.warm_starts,
             config_warm_start=int(FLAGS.config.warm_start_steps),
             config_steps=int(FLAGS.config.steps),
-            warm_starts_given=FLAGS["warm_starts"].present,
+            warm_starts_given=bool(FLAGS["warm_starts"].present),
         )
         if FLAGS["warm_starts"].present and max(space.workers) == 1:
             print("asgdjax-plan: note: --warm_starts is ignored: a lone worker has no warm start", file=sys.stderr)
