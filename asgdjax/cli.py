@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 import asgdjax.configs
 from asgdjax.configs.describe import keys as config_keys
+from asgdjax.configs.describe import load_file as load_config_file
 from asgdjax.configs.describe import text as config_keys_text
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(asgdjax.configs.__file__), "default.py")
@@ -165,8 +166,16 @@ def print_help(program: str, doc: str, with_config: bool) -> None:
         if name == flag.name and module.startswith("asgdjax") and name != "config":
             print(f"  --{name}={flag.default!r}: {flag.help}")
     if with_config:
-        print(f"  --config=PATH: {CONFIG_FILE_HELP}; then --config.KEY=VALUE sets any key below (base defaults):")
-        print(config_keys_text())
+        given, values = config_argument(sys.argv[1:], whole=True), None
+        path, _, arg = (given or DEFAULT_CONFIG).partition(":")
+        try:  # the values a run with these flags starts from: the named file's, else the default file's
+            values = load_config_file(path, arg or None)
+        except Exception as e:  # noqa: BLE001 (help still prints, with the base defaults)
+            print(f"  (--config={given!r} cannot be loaded: {type(e).__name__}: {e}; base defaults below)")
+        name = given or "asgdjax/configs/default.py, the default"
+        source = f"{name}: its values, base.py's where it differs" if values is not None else "base defaults"
+        print(f"  --config=PATH: {CONFIG_FILE_HELP}; then --config.KEY=VALUE sets any key below ({source}):")
+        print(config_keys_text(config=values))
     print("\n(--helpfull lists absl's own flags too)")
 
 

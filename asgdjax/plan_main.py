@@ -7,9 +7,9 @@
 Searches workers x protocols x staleness rules x learning rates x momenta x warm starts by simulated training
 on a clock: measured by short real runs of each worker count and protocol (default: 3 rounds, pooled), or one
 calibration.json (asgdjax-predict writes and you may edit one), a finished async run's workdir, or a hardware
-profile. Each worker count gets a
-successive-halving bracket in clock time (every candidate trains to budget/eta^2, the best third to
-budget/eta, the best of those to the budget), then its winner reruns over --seeds seeds. Brackets go from
+profile. Each worker count gets a successive-halving bracket in clock time (every candidate trains to
+budget/eta^2, the best third to budget/eta, the best of those to the budget), then its winner reruns over
+--seeds seeds. Brackets go from
 the fewest workers up; once some worker count reaches the target in T seconds, larger ones train only to
 1.25 T (more workers belong on the front only if they are faster), shown as "not by 1.25 T". Prints the Pareto
 front of time to target against workers and the recommended configuration's asgdjax-train command; writes
@@ -180,11 +180,11 @@ def other_workers(cal, workers) -> str | None:
     others = [k for k in workers if measured is not None and k != measured]
     if not others:
         return None
-    counts = ",".join(map(str, others))
+    counts = ",".join(map(str, others)) + (" worker" if others == [1] else " workers")
     return (
-        f"the clock was measured with {measured} workers; {counts} workers reuse its step times (how much more "
+        f"the clock was measured with {measured} workers; {counts} reuse its step times (how much more "
         "workers slow each other's steps on a shared host is not measured); without --calibration each worker "
-        "count gets a short calibration run of its own"
+        "count gets short calibration runs of its own"
     )
 
 

@@ -174,6 +174,16 @@ def test_help_lists_every_config_key_with_its_default(tmp_path):
     for section in ("Training:", "Asynchrony", "Staleness rules:", "Simulator", "Runtime", "Guards and faults:"):
         assert section in out.stdout
     assert "--config.momentum=0.9  # the total momentum wanted" in out.stdout
+    # With a config file, its own values (a stranger read base.py's 1000 steps under --config=mnist.py).
+    mnist_py = os.path.join(os.path.dirname(__file__), "..", "asgdjax", "configs", "mnist.py")
+    mnist = run([f"--config={mnist_py}", "--help"], tmp_path)
+    assert mnist.returncode == 0, mnist.stderr[-2000:]
+    assert "--config.steps=2500  # gradients" in mnist.stdout and "(base: 1000)" in mnist.stdout
+    assert "mnist.py: its values, base.py's where it differs" in mnist.stdout
+    # Without --config, the default file's (what a plain asgdjax-train runs: 600 steps, not base.py's 1000).
+    assert "--config.steps=600  # gradients computed in all (= updates in sync mode) (base: 1000)" in out.stdout
+    broken = run(["--config=nowhere.py", "--help"], tmp_path)
+    assert broken.returncode == 0 and "cannot be loaded" in broken.stdout and "--config.steps=1000" in broken.stdout
 
 
 def test_settings_a_run_ignores_are_named_and_it_still_runs(tmp_path):

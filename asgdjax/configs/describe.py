@@ -3,9 +3,10 @@ can never drift from the defaults): what `asgdjax-train --help` prints under --c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from asgdjax.configs.base import base_config
 
@@ -37,12 +38,37 @@ def keys() -> list[Key]:
     return out
 
 
-def text(width: int = 100) -> str:
-    """The listing, grouped by section."""
+def text(width: int = 100, *, config: Any = None) -> str:
+    """The listing, grouped by section; with `config` (a config file's), its values, each that differs from
+    base.py's default marked with that default."""
     lines, section = [], None
     for k in keys():
         if k.section != section:
             section = k.section
             lines.append(f"\n  {section}:")
-        lines.append(f"    --config.{k.key}={k.default!r}" + (f"  # {k.comment}" if k.comment else ""))
+        value, note = k.default, k.comment
+        if config is not None:
+            value = _get(config, k.key, k.default)
+            if value != k.default:
+                note = f"{note} (base: {k.default!r})" if note else f"base: {k.default!r}"
+        lines.append(f"    --config.{k.key}={value!r}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)
+
+
+def _get(config: Any, key: str, default: object) -> object:
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def load_file(path: str, arg: str | None = None) -> Any:
+    """get_config(arg) of a config file, as --config=PATH[:ARG] loads it (for --help, before flags parse)."""
+    spec = importlib.util.spec_from_file_location("_asgdjax_help_config", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path!r} is not a python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()
