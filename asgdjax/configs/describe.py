@@ -31,10 +31,7 @@ def keys() -> list[Key]:
             if m := _SECTION.match(line):
                 section = m.group(1)
             elif (m := _KEY.match(line)) and "ConfigDict()" not in m.group(2):
-                node = defaults
-                for part in m.group(1).split("."):
-                    node = node[part]
-                out.append(Key(section, m.group(1), node, m.group(3) or ""))
+                out.append(Key(section, m.group(1), _get(defaults, m.group(1), None), m.group(3) or ""))
     return out
 
 
@@ -56,6 +53,7 @@ def text(width: int = 100, *, config: Any = None) -> str:
 
 
 def _get(config: Any, key: str, default: object) -> object:
+    """config's value at a dotted key (delay.mean), or `default` where it has none."""
     node = config
     for part in key.split("."):
         if not hasattr(node, "keys") or part not in node:
