@@ -121,8 +121,13 @@ def measured(config, cand: Candidate, seed: int, steps: int, out: str) -> dict:
     """A real async run of `cand` (seed offset `seed`) as a user runs it (asgdjax-train in a fresh process:
     a long-lived process's garbage collector and heap slow the coordinator by a third here), then its trace
     replayed with evaluations in this process."""
-    differ = {k: v for k, v in cand.overrides().items() if config.get(k) != v}  # as the plan's own command names them
-    keys = {**differ, "num_workers": cand.workers, "mode": "async", "seed": config.seed + seed, "steps": steps}
+    keys = {
+        **cand.changes(config),
+        "num_workers": cand.workers,
+        "mode": "async",
+        "seed": config.seed + seed,
+        "steps": steps,
+    }
     keys.update(eval_every=steps, log_every=steps, checkpoint_every=steps)
     args = [*user_config_flags(), *(f"--config.{k}={v}" for k, v in keys.items())]
     real_dir = os.path.join(out, "real")

@@ -99,7 +99,7 @@ def command(
     then the steps of the budget. A user's flag the candidate agrees with stays: without it the run would
     take the config file's value (`--config.momentum=0.9` was dropped so, and ran at the file's 0.5)."""
     args = [f"--config={config_path}", f"--config.mode={mode}", f"--config.num_workers={row.workers}"]
-    differ = {k: v for k, v in row.candidate.overrides().items() if k != "num_workers" and base[k] != v}
+    differ = row.candidate.changes(base)
     fixed = {"mode", "num_workers", "steps", *differ}
     args += [f for f in user_flags if f.startswith("--config.") and f[9:].partition("=")[0] not in fixed]
     for key, value in differ.items():

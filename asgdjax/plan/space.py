@@ -82,6 +82,11 @@ class Candidate(NamedTuple):
             **warm,
         }
 
+    def changes(self, base: Any) -> dict[str, Any]:
+        """The config keys this candidate sets to other values than `base` has (worker count aside): what a
+        command line running it from `base` must name."""
+        return {k: v for k, v in self.overrides().items() if k != "num_workers" and base.get(k) != v}
+
 
 class Space(NamedTuple):
     """Every axis of the search; `candidates(k)` is the grid at k workers."""
